@@ -1,0 +1,55 @@
+# Every target works from a fresh clone: `make test` builds the environments it needs first.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+LATEST := .venv-latest
+BIN := $(VENV)/bin
+# torch/torchvision are pinned for the environments (a local wheel; PyPI's newest would pull GBs of CUDA)
+PIP_INSTALL = pip install -q -c .ci/constraints.txt
+LATEST_FASTAI ?= fastai==2.8.12
+
+.PHONY: install install-latest sync nbtest pytest pytest-latest test docs demo clean
+
+$(VENV)/.installed: settings.ini setup.py .ci/constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/$(PIP_INSTALL) -e ".[dev]"
+	touch $@
+install: $(VENV)/.installed
+
+$(LATEST)/.installed: settings.ini setup.py .ci/constraints.txt
+	$(PY) -m venv $(LATEST)
+	$(LATEST)/bin/$(PIP_INSTALL) "$(LATEST_FASTAI)" pytest hypothesis -e .
+	touch $@
+install-latest: $(LATEST)/.installed
+
+# nbdev_clean + nbdev_export must not change the tree: the notebooks are the source of the library
+sync: install
+	@before="$$(git status --porcelain --untracked-files=all)"; \
+	PATH="$(BIN):$$PATH" nbdev_clean && PATH="$(BIN):$$PATH" nbdev_export; \
+	after="$$(git status --porcelain --untracked-files=all)"; \
+	if [[ "$$before" != "$$after" ]]; then echo "nbdev_clean/nbdev_export changed the tree:"; git status --porcelain --untracked-files=all; exit 1; fi; \
+	if [[ -n "$$CI" && -n "$$after" ]]; then echo "git status not empty in CI:"; echo "$$after"; exit 1; fi; \
+	echo "sync: notebooks, library and git status agree"
+
+nbtest: install
+	PATH="$(BIN):$$PATH" nbdev_test --n_workers 2 --timing
+
+pytest: install
+	$(BIN)/python -m pytest tests -q
+
+pytest-latest: install-latest
+	$(LATEST)/bin/python -c "import fastai, fastcore; print('newest stack: fastai', fastai.__version__, 'fastcore', fastcore.__version__)"
+	$(LATEST)/bin/python -m pytest tests -q
+
+# The README's test command: everything CI checks
+test: sync nbtest pytest pytest-latest
+
+# Docs pages without Quarto: nbdev's notebook processing, then nbconvert to HTML in _docs/
+docs: install
+	$(BIN)/python .ci/build_docs.py
+
+demo: install
+	$(BIN)/python -m fastai_imbalance.demo
+
+clean:
+	rm -rf $(VENV) $(LATEST) _proc _docs
