@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PIP_INSTALL = pip install -q -c .ci/constraints.txt
 LATEST_FASTAI ?= fastai==2.8.12
 
-.PHONY: install install-latest sync nbtest pytest pytest-latest test docs demo clean
+.PHONY: install install-latest sync nbtest pytest pytest-latest test docs readme run-nbs demo clean
 
 $(VENV)/.installed: settings.ini setup.py .ci/constraints.txt
 	$(PY) -m venv $(VENV)
@@ -45,11 +45,19 @@ pytest-latest: install-latest
 test: sync nbtest pytest pytest-latest
 
 # Docs pages without Quarto: nbdev's notebook processing, then nbconvert to HTML in _docs/
-docs: install
+docs: install readme
 	$(BIN)/python .ci/build_docs.py
 
+readme: install
+	$(BIN)/python .ci/build_readme.py
+
+# Execute every notebook in place so the docs show real outputs, then strip what nbdev_clean strips
+run-nbs: install
+	PATH="$(BIN):$$PATH" jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=900 nbs/[0-9]*.ipynb nbs/index.ipynb
+	PATH="$(BIN):$$PATH" nbdev_clean
+
 demo: install
-	$(BIN)/python -m fastai_imbalance.demo
+	$(BIN)/python bench/quickstart.py
 
 clean:
 	rm -rf $(VENV) $(LATEST) _proc _docs
