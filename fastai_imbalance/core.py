@@ -206,6 +206,8 @@ def item_labels(o, # `DataLoaders`, `TfmdDL`, `Datasets`, `TfmdLists`, `DataBloc
     if isinstance(o, TfmdLists): return _tl_labels(_subset(o, split))
     if hasattr(o, 'targets') and hasattr(o, '__getitem__') and not isinstance(o, (np.ndarray, torch.Tensor, list, tuple, pd.Series)):
         return _plain_labels(o.targets, ifnone(vocab, getattr(o, 'classes', None)))
+    if isinstance(o, torch.utils.data.Dataset):
+        raise TypeError(f"cannot read labels from a {type(o).__name__}: it has no `targets` attribute and no fastai label pipeline; pass its labels")
     if isinstance(o, (str, bytes)) or not hasattr(o, '__len__'):
         raise TypeError(f"cannot read labels from a {type(o).__name__}: pass fastai data, a dataset with `targets`, or a sequence of labels")
     return _plain_labels(o, vocab)
@@ -350,6 +352,6 @@ def plot_class_counts(counts, # A `class_counts` result, or several as a dict of
     else: ax.set_xlabel('class rank')
     if log: ax.set_yscale('log')
     ax.set_ylabel('items')
-    if len(cs) > 1: ax.legend()
+    if len(cs) > 1: ax.legend(bbox_to_anchor=(1.01, 1), loc='upper left', fontsize='small')
     ax.set_title(ifnone(title, f'{len(first)} classes, imbalance ratio {imbalance_ratio(first):.0f}:1'))
     return ax

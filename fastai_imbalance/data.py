@@ -118,6 +118,9 @@ class ResampledDL(TfmdDL):
         self._n_items = self.labels.shape[0]
         self._setup_sampling()
         super().__init__(dataset, bs=bs, shuffle=shuffle, **kwargs)
+        if self.drop_last and self.bs and self.n_draws < self.bs:
+            warnings.warn(f"the resampled epoch has {self.n_draws} items, fewer than one batch of {self.bs}: with drop_last=True "
+                          f"no batch would be trained; lower bs, or pass drop_last=False")
 
     @property
     def n(self):
@@ -281,7 +284,7 @@ def _resampling(self:ResampledDL): return bool(getattr(self, 'shuffle', False)) 
 @patch
 def get_idxs(self:ResampledDL):
     if not self._resampling(): return super(ResampledDL, self).get_idxs()
-    return self.draw(np.random.default_rng(self.rng.getrandbits(64))).tolist()
+    return self.draw(np.random.default_rng(self.rng.getrandbits(64)))  # an int64 array: a 500,000-item list would cost 13 ms more
 
 @patch
 def new(self:ResampledDL, dataset=None, cls=None, **kwargs):
@@ -326,12 +329,14 @@ def sampling_summary(self:ResampledDL, plot:bool=False, seed:int=0)->pd.DataFram
 @patch
 def resampled(self:DataLoaders, strategy='balanced', **kwargs)->DataLoaders:
     "New `DataLoaders` whose training loader is a `ResampledDL`; validation and test loaders are untouched"
-    bad = [k for k in kwargs if k not in _resample_args]
-    if bad: raise TypeError(f"unexpected argument(s) {bad}: resampled() takes {_resample_args}")
+    bad = [k for k in kwargs if k not in _resample_args + _loader_args]
+    if bad: raise TypeError(f"unexpected argument(s) {bad}: resampled() takes {_resample_args + _loader_args}")
     train = self.train
     if isinstance(train, DistributedDL): raise TypeError("resample before wrapping in DistributedDL (distrib_ctx wraps the resampled loader for you)")
     rs = train.new(cls=ResampledDL, strategy=strategy, shuffle=True, **kwargs)
     return type(self)(rs, *self.loaders[1:], path=self.path, device=self.device)
+
+_loader_args = ('bs', 'drop_last', 'num_workers', 'pin_memory', 'after_item', 'before_batch', 'after_batch')
 
 def _split_kwargs(kwargs):
     return {k: kwargs.pop(k) for k in list(kwargs) if k in _resample_args}
@@ -353,11 +358,15 @@ def resampled_dataloaders(self:DataBlock, source, bs:int=64, strategy='balanced'
 # %% ../nbs/02_data.ipynb #27f8e67e
 class _Restores(Callback):
     "A callback with state to put back after every fit, however the fit ends (see `Learner.fit` below)"
+    @property
+    def in_fit(self):
+        "True in a real fit; False in the `before_fit` that fastai's `validate`/`get_preds` also send"
+        return getattr(self.learn, '_imb_fits', 0) > 0 and not hasattr(self.learn, 'lr_finder')
     def _register(self):
         pending = getattr(self.learn, '_imb_restore', None)
         if pending is None: pending = self.learn._imb_restore = []
         if self not in pending: pending.append(self)
-    def restore(self): pass
+    def restore(self, learn): pass
 
 _fastai_fit = getattr(Learner.fit, '_imb_orig', Learner.fit)
 
@@ -365,9 +374,11 @@ _fastai_fit = getattr(Learner.fit, '_imb_orig', Learner.fit)
 @delegates(_fastai_fit)
 def fit(self:Learner, *args, **kwargs):
     "fastai's `fit`, then (also on `KeyboardInterrupt` or any error) the `restore` of callbacks that changed the learner"
+    self._imb_fits = getattr(self, '_imb_fits', 0) + 1
     try: return _fastai_fit(self, *args, **kwargs)
     finally:
-        for cb in getattr(self, '_imb_restore', [])[::-1]: cb.restore()
+        self._imb_fits -= 1
+        for cb in getattr(self, '_imb_restore', [])[::-1]: cb.restore(self)  # callbacks passed to `fit` are detached by now
         self._imb_restore = []
 Learner.fit._imb_orig = _fastai_fit
 
@@ -383,6 +394,8 @@ class ProgressiveBalancing(_Restores):
 
     def before_fit(self):
         from fastai.callback.schedule import sched_lin
+        self.active = self.in_fit
+        if not self.active: return
         self._sched = ifnone(self.sched, sched_lin)
         self._orig = self.dls.train
         if not isinstance(self._orig, ResampledDL): _set_train(self.dls, self._orig.new(cls=ResampledDL, strategy=self.start, **self.kwargs))
@@ -390,10 +403,11 @@ class ProgressiveBalancing(_Restores):
         self._register()
 
     def before_epoch(self):
+        if not self.active: return
         pos = self.epoch / max(self.n_epoch - 1, 1)
         self.dls.train.alpha = float(self._sched(self.start, self.end, pos))
 
-    def restore(self): _set_train(self.dls, self._orig)
+    def restore(self, learn): _set_train(learn.dls, self._orig); self._orig = None
 
 # %% ../nbs/02_data.ipynb #3eefa011
 class MinorityAugment(ItemTransform):

@@ -1,0 +1,163 @@
+"BalancedFinetune: the stage happens where documented, trains what it says, and everything is put back however the fit ends."
+import re, subprocess, sys, warnings
+import numpy as np, pytest, torch
+from torch import nn
+from fastai.vision.all import (ImageDataLoaders, vision_learner, resnet18, Learner, Callback, CrossEntropyLossFlat, accuracy,
+                               CancelFitException, EarlyStoppingCallback, SaveModelCallback, load_learner, TfmdDL, set_seed)
+from fastai_imbalance.data import ResampledDL
+from fastai_imbalance.finetune import BalancedFinetune, last_linear
+from conftest import tiny_arch
+
+
+@pytest.fixture
+def dls(lt_path): return ImageDataLoaders.from_folder(lt_path, valid='valid', bs=32, num_workers=0)
+
+
+def quiet_fit(learn, n, **kw):
+    with learn.no_bar(), learn.no_logging(): learn.fit(n, **kw)
+
+
+class Probe(Callback):
+    "Record, per epoch, the training loader type, trainable parameter count, loss and learning rates"
+    order = 50
+    def before_fit(self): self.rows = []
+    def before_train(self):
+        self.rows.append(dict(dl=type(self.dls.train).__name__, trainable=sum(p.requires_grad for p in self.model.parameters()),
+                              loss=type(self.learn.loss_func).__name__, lrs=[]))
+    def after_batch(self):
+        if self.training: self.rows[-1]['lrs'].append(self.opt.hypers[-1]['lr'])
+
+
+def assert_restored(learn, dls, n_metrics=0):
+    assert learn.dls.train is dls.train and type(learn.dls.train) is TfmdDL
+    assert all(p.requires_grad for p in learn.model.parameters())
+    assert len(learn.metrics) == n_metrics and type(learn.loss_func) is CrossEntropyLossFlat
+    assert getattr(learn.loss_func.func, 'weight', None) is None
+
+
+def test_head_stage_trains_only_the_head_with_its_schedule(dls):
+    set_seed(0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, metrics=accuracy, cbs=BalancedFinetune(epochs=2))
+    probe = Probe()
+    snap = {}
+    class Snap(Callback):
+        order = 60
+        def before_train(self):
+            if self.epoch == 2:  # first stage epoch, after BalancedFinetune's switch
+                snap['body'] = [p.detach().clone() for p in self.model[0].parameters()]
+                snap['bn'] = [m.running_mean.clone() for m in self.model[0].modules() if isinstance(m, nn.BatchNorm2d)]
+                snap['head'] = [p.detach().clone() for p in self.model[1].parameters()]
+    quiet_fit(learn, 4, lr=1e-2, cbs=[probe, Snap()])
+    r = probe.rows
+    assert [o['dl'] for o in r] == ['TfmdDL', 'TfmdDL', 'ResampledDL', 'ResampledDL']
+    n_head = sum(1 for _ in learn.model[1].parameters())
+    assert r[2]['trainable'] == r[3]['trainable'] == n_head < r[0]['trainable']
+    # the body (weights and BatchNorm statistics) did not move in the stage; the head did
+    assert all(torch.equal(a, b) for a, b in zip(snap['body'], learn.model[0].parameters()))
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(snap['bn'], [m for m in learn.model[0].modules() if isinstance(m, nn.BatchNorm2d)]))
+    assert not all(torch.equal(a, b) for a, b in zip(snap['head'], learn.model[1].parameters()))
+    # stage lr: cosine from the natural stage's largest rate (fit() is constant 1e-2) down towards 0
+    stage = r[2]['lrs'] + r[3]['lrs']
+    assert np.isclose(stage[0], 1e-2) and stage[-1] < 1e-3 and all(np.diff(stage) <= 1e-12)
+    assert [v[-1] for v in learn.recorder.values] == ['natural', 'natural', 'balanced', 'balanced']
+    assert_restored(learn, dls, n_metrics=1)
+
+
+def test_reinit_resets_last_linear(dls):
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    lin = last_linear(learn.model[1])
+    seen = {}
+    class Watch(Callback):
+        order = 50
+        def before_train(self):
+            if self.epoch == 1: seen['w'] = lin.weight.detach().clone()
+        def after_train(self):
+            if self.epoch == 0: seen['w0'] = lin.weight.detach().clone()
+    quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1), Watch()])
+    assert not torch.equal(seen['w0'], seen['w'])  # changed between the end of epoch 0 and the stage start: re-initialised
+
+
+@pytest.mark.parametrize('how', ['cancel', 'keyboard', 'error', 'early_stop'])
+def test_restored_however_the_fit_ends(dls, how):
+    class Stop(Callback):
+        order = 50
+        def after_batch(self):
+            if self.training and self.epoch == 2 and self.iter == 1:
+                if how == 'cancel': raise CancelFitException()
+                if how == 'keyboard': raise KeyboardInterrupt()
+                if how == 'error': raise RuntimeError('boom')
+    learn = vision_learner(dls, tiny_arch, pretrained=False, metrics=accuracy)
+    cbs = [BalancedFinetune(epochs=2), Stop()] + ([EarlyStoppingCallback(monitor='valid_loss', patience=0, min_delta=10.)] if how == 'early_stop' else [])
+    try: quiet_fit(learn, 4, cbs=cbs)
+    except (KeyboardInterrupt, RuntimeError): pass
+    assert_restored(learn, dls, n_metrics=1)
+    quiet_fit(learn, 1)  # and the learner trains normally afterwards
+
+
+def test_fine_tune_stage_once_at_the_end(dls):
+    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=BalancedFinetune(epochs=1))
+    probe = Probe()
+    with learn.no_bar(), learn.no_logging(): learn.fine_tune(2, freeze_epochs=2, cbs=probe)
+    assert [o['dl'] for o in probe.rows] == ['TfmdDL', 'ResampledDL']  # the probe sees the last fit: 2 epochs, the last balanced
+    assert not getattr(learn, '_imb_warmup', False)
+
+
+def test_save_model_and_fp16_and_drw(dls, tmp_path):
+    learn = vision_learner(dls, tiny_arch, pretrained=False, metrics=accuracy, path=tmp_path,
+                           cbs=[BalancedFinetune(epochs=1, mode='drw'), SaveModelCallback(monitor='accuracy', fname='best')])
+    probe = Probe()
+    quiet_fit(learn, 2, cbs=probe)
+    assert (tmp_path/'models'/'best.pth').exists()
+    assert [o['dl'] for o in probe.rows] == ['TfmdDL', 'TfmdDL'] and probe.rows[1]['trainable'] == probe.rows[0]['trainable']
+    assert_restored(learn, dls, n_metrics=1)
+    try: learn.to_fp16()
+    except Exception as e: pytest.skip(f'mixed precision unavailable on this machine: {e}')
+    quiet_fit(learn, 2)
+    assert_restored(learn, dls, n_metrics=1)
+
+
+def test_export_and_load_in_a_fresh_process(dls, tmp_path, lt_path):
+    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=BalancedFinetune(epochs=1))
+    quiet_fit(learn, 2)
+    learn.export(tmp_path/'export.pkl')
+    img = next((lt_path/'valid'/'3').glob('*.png'))
+    code = (f"import warnings; warnings.filterwarnings('ignore')\n"
+            f"from fastai.vision.all import load_learner\nimport fastai_imbalance.finetune\n"
+            f"l = load_learner({str(tmp_path/'export.pkl')!r})\n"
+            f"cls, idx, probs = l.predict({str(img)!r})\n"
+            f"assert len(probs) == 10 and abs(float(probs.sum()) - 1) < 1e-4\n"
+            f"assert any(type(c).__name__ == 'BalancedFinetune' for c in l.cbs)\nprint('predicted', cls)")
+    import os
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get('PYTHONPATH', '')]))  # tiny_arch lives in conftest
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 'predicted' in out.stdout
+    local = load_learner(tmp_path/'export.pkl')
+    assert torch.allclose(local.predict(img)[2], learn.predict(img)[2], atol=1e-5)
+
+
+def test_get_preds_and_validate_do_not_trigger_the_stage(dls):
+    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=BalancedFinetune(epochs=1))
+    learn.get_preds(); learn.validate()
+    assert learn.dls.train is dls.train and len(learn.metrics) == 0
+
+
+@pytest.mark.parametrize('make,msg', [
+    (lambda: BalancedFinetune(mode='ldam'), "mode='ldam': use one of ('crt', 'drw')"),
+    (lambda: BalancedFinetune(train='body'), "train='body'"),
+    (lambda: BalancedFinetune(epochs=0), "epochs must be a positive int"),
+    (lambda: BalancedFinetune(pct=1.5), "pct must lie in (0, 1)"),
+    (lambda: BalancedFinetune(sched='linear'), "sched='linear'"),
+])
+def test_bad_settings(make, msg):
+    with pytest.raises(ValueError, match=re.escape(msg)): make()
+
+
+def test_bad_settings_at_fit_start(dls):
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    with pytest.raises(ValueError, match=re.escape('BalancedFinetune(epochs=3) does not fit a fit of 3 epochs')):
+        quiet_fit(learn, 3, cbs=BalancedFinetune(epochs=3))
+    plain = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)), loss_func=CrossEntropyLossFlat())
+    with pytest.raises(ValueError, match='gives a single parameter group'): quiet_fit(plain, 2, cbs=BalancedFinetune(epochs=1))
+    with pytest.raises(ValueError, match=re.escape("unknown strategy 'equal'")): quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1, strategy='equal'))
+    assert learn.dls.train is dls.train  # nothing trained, nothing changed
