@@ -385,6 +385,10 @@ Learner.fit._imb_orig = _fastai_fit
 # %% ../nbs/02_data.ipynb #159dbb90
 def _set_train(dls, dl): dls.loaders[0] = dl
 
+def _unwrap(dl):
+    "The loader inside fastai's `DistributedDL` (which `DistributedTrainer` puts around every loader for the fit)"
+    return dl.dl if isinstance(dl, DistributedDL) else dl
+
 class ProgressiveBalancing(_Restores):
     "Move the training loader's α from `start` (1: natural) to `end` (0: balanced) over the epochs of each fit"
     order = 5
@@ -397,17 +401,20 @@ class ProgressiveBalancing(_Restores):
         self.active = self.in_fit
         if not self.active: return
         self._sched = ifnone(self.sched, sched_lin)
-        self._orig = self.dls.train
-        if not isinstance(self._orig, ResampledDL): _set_train(self.dls, self._orig.new(cls=ResampledDL, strategy=self.start, **self.kwargs))
-        if self.dls.train.mode != 'alpha': raise ValueError(f"ProgressiveBalancing needs an α strategy, the training loader uses {self.dls.train.mode!r}")
+        self._orig,base = self.dls.train,_unwrap(self.dls.train)
+        self._dl = base if isinstance(base, ResampledDL) else base.new(cls=ResampledDL, strategy=self.start, **self.kwargs)
+        if self._dl.mode != 'alpha': raise ValueError(f"ProgressiveBalancing needs an α strategy, the training loader uses {self._dl.mode!r}")
+        if self._dl is not base: _set_train(self.dls, self._dl)  # fastai's DistributedTrainer wraps it at every epoch
         self._register()
 
     def before_epoch(self):
         if not self.active: return
         pos = self.epoch / max(self.n_epoch - 1, 1)
-        self.dls.train.alpha = float(self._sched(self.start, self.end, pos))
+        self._dl.alpha = float(self._sched(self.start, self.end, pos))
 
-    def restore(self, learn): _set_train(learn.dls, self._orig); self._orig = None
+    def restore(self, learn):
+        if learn.dls.train is self._dl and self._dl is not _unwrap(self._orig): _set_train(learn.dls, self._orig)
+        self._orig = self._dl = None
 
 # %% ../nbs/02_data.ipynb #3eefa011
 class MinorityAugment(ItemTransform):

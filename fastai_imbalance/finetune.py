@@ -16,13 +16,15 @@ from fastai.learner import Learner, ValueMetric
 from fastai.losses import CrossEntropyLossFlat
 from fastai.data.core import TfmdDL
 from .core import class_weights
-from .data import ResampledDL, _Restores, _set_train
+from .data import ResampledDL, _Restores, _set_train, _unwrap
 
 # %% ../nbs/03_finetune.ipynb #2b5da8fb
 def _param_groups(learn):
     "The parameter groups of `learn`'s splitter"
-    ps = list(learn.splitter(learn.model))
+    ps = list(learn.splitter(_bare(learn.model)))
     return [list(g) for g in ps] if ps and isinstance(ps[0], (list, tuple)) or (ps and hasattr(ps[0], 'items')) else [ps]
+
+def _bare(model): return getattr(model, 'module', model)  # under DistributedDataParallel
 
 def last_linear(module:nn.Module)->nn.Module:
     "The last `nn.Linear` (or 1x1 `nn.Conv2d`) in `module`: the layer that outputs the class scores"
@@ -33,7 +35,7 @@ def last_linear(module:nn.Module)->nn.Module:
 def _head_params(learn, head):
     "Parameters of the classifier: `head` if given (a module or a function of the model), else the last parameter group"
     if head is not None:
-        m = head(learn.model) if callable(head) and not isinstance(head, nn.Module) else head
+        m = head(_bare(learn.model)) if callable(head) and not isinstance(head, nn.Module) else head
         return list(m.parameters()), m
     groups = _param_groups(learn)
     if len(groups) < 2:
@@ -95,7 +97,7 @@ def before_fit(self:BalancedFinetune):
     if self.skip or not self.in_fit: self.skip = True; return
     self.start = self._stage_start()
     self.stage,self._lr_max = 'natural',None
-    self._saved = dict(train=self.dls.train, loss_func=self.learn.loss_func, rg=[p.requires_grad for p in self.model.parameters()],
+    self._saved = dict(base=_unwrap(self.dls.train), loss_func=self.learn.loss_func, rg=[p.requires_grad for p in self.model.parameters()],
                        frozen_idx=getattr(self.learn.opt, 'frozen_idx', None) if self.learn.opt is not None else None,
                        metrics=self.learn.metrics)
     self.learn.metrics = self.learn.metrics + [ValueMetric(self._stage_name, 'stage')]
@@ -110,10 +112,10 @@ def _check_head(self:BalancedFinetune):
         self._head,self._head_mod = params,mod
         if self.reinit: last_linear(mod)
     if self.mode == 'crt':  # build the stage's loader now: impossible balancing raises here
-        self._stage_dl = self._saved['train'].new(cls=ResampledDL, strategy=self.strategy, shuffle=True, **self.resample_kwargs)
+        self._stage_dl = self._saved['base'].new(cls=ResampledDL, strategy=self.strategy, shuffle=True, **self.resample_kwargs)
     else: self._stage_dl = None
     if self.mode == 'drw' and self.loss_func is None:
-        self._stage_loss = CrossEntropyLossFlat(weight=class_weights(self._saved['train'], method='effective', beta=self.beta).to(self.dls.device or 'cpu'))
+        self._stage_loss = CrossEntropyLossFlat(weight=class_weights(self._saved['base'], method='effective', beta=self.beta).to(self.dls.device or 'cpu'))
     else: self._stage_loss = self.loss_func
 
 # %% ../nbs/03_finetune.ipynb #518b41fa
@@ -121,7 +123,7 @@ def _check_head(self:BalancedFinetune):
 def before_epoch(self:BalancedFinetune):
     if self.skip or self.epoch != self.start: return
     self.stage = 'balanced' if self.mode == 'crt' else 'reweighted'
-    if self._stage_dl is not None: _set_train(self.dls, self._stage_dl)
+    if self._stage_dl is not None: self._replaced = self.dls.train; _set_train(self.dls, self._stage_dl)  # DistributedTrainer wraps it per epoch
     if self._stage_loss is not None: self.learn.loss_func = self._stage_loss
     if self.reinit:
         lin = last_linear(self._head_mod)
@@ -171,12 +173,12 @@ def restore(self:BalancedFinetune, learn):
     "Put back the training loader, the trainable parameters, the loss function and the metrics"
     s = getattr(self, '_saved', None)
     if not s: return
-    _set_train(learn.dls, s['train'])
+    if self._stage_dl is not None and learn.dls.train is self._stage_dl: _set_train(learn.dls, self._replaced)
     learn.loss_func,learn.metrics = s['loss_func'],s['metrics']
     for p,rg in zip(learn.model.parameters(), s['rg']): p.requires_grad_(rg)
     if learn.opt is not None and s['frozen_idx'] is not None: learn.opt.frozen_idx = s['frozen_idx']
     for m in getattr(self, '_frozen_bn', []): m.train(learn.model.training)
-    self.stage,self._saved,self._stage_dl,self._stage_loss,self._head,self._head_mod,self._frozen_bn = 'natural',None,None,None,None,None,[]
+    self.stage,self._saved,self._stage_dl,self._stage_loss,self._head,self._head_mod,self._frozen_bn,self._replaced = 'natural',None,None,None,None,None,[],None
 
 # %% ../nbs/03_finetune.ipynb #a263f585
 _fastai_fine_tune = getattr(Learner.fine_tune, '_imb_orig', Learner.fine_tune)

@@ -58,3 +58,43 @@ def test_two_ranks_share_one_resampled_draw(lt_path, tmp_path):
     assert ((pooled - exp) ** 2 / exp).sum() < stats.chi2.ppf(0.999, 9), pooled
     # each rank runs its 125 items in full batches of 10 (drop_last); fastai's DistributedDL.__len__ says 13, one too many with drop_last
     assert r[0]['batches'] == r[1]['batches'] == 125 // 10 and r[0]['bs'] == 10
+
+
+def _fit_worker(rank, world, port, path, out):
+    warnings.filterwarnings('ignore')
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
+    dist.init_process_group('gloo', rank=rank, world_size=world)
+    try:
+        import sys; sys.path.insert(0, os.path.dirname(__file__))
+        from conftest import tiny_arch
+        from accelerate import DistributedDataParallelKwargs
+        from fastai.vision.all import ImageDataLoaders, vision_learner, Callback, set_seed, TfmdDL
+        from fastai.distributed import DistributedDL
+        from fastai_imbalance.finetune import BalancedFinetune
+        set_seed(0)
+        dls = ImageDataLoaders.from_folder(path, valid='valid', bs=16, num_workers=0)
+        seen = []
+        class Probe(Callback):
+            order = 50
+            def before_train(self):
+                inner = self.learn.dl.dl if isinstance(self.learn.dl, DistributedDL) else self.learn.dl
+                seen.append([type(self.learn.dl).__name__, type(inner).__name__, len(self.learn.dl),
+                             sum(p.requires_grad for p in self.model.parameters())])
+        learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=BalancedFinetune(epochs=1))
+        with learn.distrib_ctx(sync_bn=False, cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]):
+            learn.fit(2, cbs=Probe())
+        res = dict(seen=seen, restored=type(learn.dls.train).__name__, all_grad=all(p.requires_grad for p in learn.model.parameters()),
+                   checksum=float(sum(p.detach().double().sum() for p in learn.model.parameters())))
+        json.dump(res, open(os.path.join(out, f'fit{rank}.json'), 'w'))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_balanced_finetune_under_ddp(lt_path, tmp_path):
+    mp.spawn(_fit_worker, args=(2, _free_port(), str(lt_path), str(tmp_path)), nprocs=2, join=True)
+    r = [json.load(open(tmp_path/f'fit{i}.json')) for i in range(2)]
+    for o in r:
+        assert [s[:2] for s in o['seen']] == [['DistributedDL', 'TfmdDL'], ['DistributedDL', 'ResampledDL']]
+        assert o['seen'][1][3] < o['seen'][0][3]  # head only in the stage
+        assert o['restored'] == 'TfmdDL' and o['all_grad']
+    assert r[0]['checksum'] == pytest.approx(r[1]['checksum'], rel=1e-6)  # the ranks trained one model
