@@ -6,9 +6,10 @@
 __all__ = []
 
 # %% ../nbs/99_all.ipynb #c7522a76
-from . import core, datasets, data, finetune
+from . import core, datasets, data, finetune, priorshift
 from .core import *
 from .datasets import *
 from .data import *
 from .finetune import *
-__all__ = [*core.__all__, *datasets.__all__, *data.__all__, *finetune.__all__]  # nbdev lists only names defined here; re-export the modules' APIs
+from .priorshift import *
+__all__ = [*core.__all__, *datasets.__all__, *data.__all__, *finetune.__all__, *priorshift.__all__]  # nbdev lists only names defined here; re-export the modules' APIs
