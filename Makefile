@@ -32,7 +32,8 @@ sync: install
 	echo "sync: notebooks, library and git status agree"
 
 nbtest: install
-	PATH="$(BIN):$$PATH" nbdev_test --n_workers 2 --timing
+	# one thread per notebook: two notebooks on two cores, each with two torch threads, oversubscribe and run 2-3x slower
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PATH="$(BIN):$$PATH" nbdev_test --n_workers 2 --timing
 
 pytest: install
 	$(BIN)/python -m pytest tests -q
