@@ -52,6 +52,8 @@ def prior_shift_logits(logits:torch.Tensor, # Raw model outputs, `(n, k)`
     if not torch.isfinite(logits).all():
         bad = torch.nonzero(~torch.isfinite(logits))[0].tolist()
         raise ValueError(f"logits contain NaN or inf (first at {bad}: {logits[tuple(bad)].item()}); prior shift cannot correct them")
+    for name,p in (('source', source), ('target', target)):
+        if len(p) != logits.shape[-1]: raise ValueError(f"{name} priors have {len(p)} entries but the model outputs {logits.shape[-1]} classes")
     src,tgt = source.to(logits.device, torch.float64),target.to(logits.device, torch.float64)
     if multilabel: delta = _logit(tgt) - tau * _logit(src)
     else:

@@ -72,6 +72,7 @@ def test_em_warns_on_non_convergence():
     (lambda: check_priors([.5, 1.5], multilabel=True), "must lie in [0, 1]"),
     (lambda: prior_shift_logits(torch.tensor([[0., float('inf')]]), torch.tensor([.5, .5]), torch.tensor([.5, .5])), "NaN or inf (first at [0, 1]: inf)"),
     (lambda: prior_shift_logits(torch.zeros(1, 2), torch.tensor([.5, .5]), torch.tensor([1., 0.])), "source prior of class [1] is 0"),
+    (lambda: prior_shift_logits(torch.zeros(1, 3), torch.tensor([.5, .5]), torch.tensor([.2, .3, .5])), "target priors have 2 entries but the model outputs 3 classes"),
     (lambda: em_priors(torch.zeros(0, 3), [1/3] * 3), "non-empty (n, k)"),
     (lambda: em_priors(torch.tensor([[.5, float('nan')]]), [.5, .5]), "contain NaN or inf"),
     (lambda: em_priors(torch.tensor([[.5, .5]]), [1., 0.]), "source prior of class [1] is 0"),
