@@ -43,6 +43,15 @@ def check_priors(p, # Priors: a sequence, array or tensor of non-negative number
 # %% ../nbs/04_priorshift.ipynb #0d7b7cf7
 def _logit(p): return torch.log(p) - torch.log1p(-p)
 
+def _plain(t):
+    "`t` as a plain float/int tensor (fastai's `TensorImage`/`TensorCategory` subclasses break `F.cross_entropy` and friends)"
+    return torch.as_tensor(t).as_subclass(torch.Tensor)
+
+def _first_bad(t):
+    "Where the first NaN/inf of `t` is, and its value"
+    i = torch.nonzero(~torch.isfinite(t))[0].tolist()
+    return f"first at {i}: {t[tuple(i)].item()}"
+
 def prior_shift_logits(logits:torch.Tensor, # Raw model outputs, `(n, k)`
                        target, source, # Target and source priors (per-label prevalences for multilabel)
                        tau:float=1., # Scale of the source term (Menon et al.'s post-hoc logit adjustment)
@@ -50,8 +59,7 @@ def prior_shift_logits(logits:torch.Tensor, # Raw model outputs, `(n, k)`
                       )->torch.Tensor:
     "Logits corrected from `source` to `target` priors by Bayes' rule"
     if not torch.isfinite(logits).all():
-        bad = torch.nonzero(~torch.isfinite(logits))[0].tolist()
-        raise ValueError(f"logits contain NaN or inf (first at {bad}: {logits[tuple(bad)].item()}); prior shift cannot correct them")
+        raise ValueError(f"logits contain NaN or inf ({_first_bad(logits)}); prior shift cannot correct them")
     for name,p in (('source', source), ('target', target)):
         if len(p) != logits.shape[-1]: raise ValueError(f"{name} priors have {len(p)} entries but the model outputs {logits.shape[-1]} classes")
     src,tgt = source.to(logits.device, torch.float64),target.to(logits.device, torch.float64)
@@ -65,10 +73,11 @@ def prior_shift_logits(logits:torch.Tensor, # Raw model outputs, `(n, k)`
 calibration_methods = ('ts', 'bcts', 'vs')
 
 class Calibration:
-    "A fitted calibration map of logits"
-    def __init__(self, method:str, k:int):
+    "A fitted calibration map of logits: softmax NLL, or per-label sigmoid NLL when `multilabel`"
+    def __init__(self, method:str, k:int, multilabel:bool=False):
         if method not in calibration_methods: raise ValueError(f"unknown calibration {method!r}: use one of {calibration_methods} or None")
-        self.method,self.log_t,self.w,self.b = method,torch.zeros(1, dtype=torch.float64),torch.ones(k, dtype=torch.float64),torch.zeros(k, dtype=torch.float64)
+        self.method,self.multilabel = method,multilabel
+        self.log_t,self.w,self.b = torch.zeros(1, dtype=torch.float64),torch.ones(k, dtype=torch.float64),torch.zeros(k, dtype=torch.float64)
 
     def _params(self):
         return {'ts': [self.log_t], 'bcts': [self.log_t, self.b], 'vs': [self.w, self.b]}[self.method]
@@ -78,105 +87,159 @@ class Calibration:
         out = zz * self.w.to(z.device) if self.method == 'vs' else zz / self.log_t.to(z.device).exp()
         return (out + self.b.to(z.device)).to(z.dtype)
 
+    def _nll(self, z, y):
+        return F.binary_cross_entropy_with_logits(self(z), y.double()) if self.multilabel else F.cross_entropy(self(z), y.long())
+
     def fit(self, z:torch.Tensor, y:torch.Tensor, max_iter:int=200):
         "Minimise the NLL of `self(z)` for labels `y`"
-        z,y = z.detach().double().cpu(),y.detach().long().cpu()
+        z,y = z.detach().double().cpu(),y.detach().cpu()
         ps = [p.requires_grad_() for p in self._params()]
         opt = torch.optim.LBFGS(ps, lr=0.5, max_iter=max_iter, line_search_fn='strong_wolfe')
         def closure():
             opt.zero_grad()
-            loss = F.cross_entropy(self(z), y)
+            loss = self._nll(z, y)
             loss.backward()
             return loss
         opt.step(closure)
         for p in ps: p.requires_grad_(False)
         return self
 
-    def __repr__(self): return f"Calibration({self.method}, T={self.log_t.exp().item():.3f})"
+    def __repr__(self): return f"Calibration({self.method}, T={self.log_t.exp().item():.3f}{', multilabel' if self.multilabel else ''})"
+
 
 # %% ../nbs/04_priorshift.ipynb #bcea092f
-def calibrate(logits, targets, method:str='bcts')->Calibration:
-    "Fit a `Calibration` of `method` to validation `logits` and integer `targets`"
-    logits,targets = torch.as_tensor(logits),torch.as_tensor(targets)
+def calibrate(logits, # Validation logits, `(n, k)`
+              targets, # Integer class indices `(n,)`, or a 0/1 `(n, k)` matrix for multilabel
+              method:str='bcts', # 'ts', 'bcts' or 'vs'
+             )->Calibration:
+    "Fit a `Calibration` of `method` to labelled validation `logits`"
+    logits,targets = _plain(logits),_plain(targets)
     if len(logits) == 0: raise ValueError("calibration needs labelled validation predictions, got none")
-    if not torch.isfinite(logits).all(): raise ValueError("validation logits contain NaN or inf: cannot calibrate")
-    if targets.ndim != 1: raise ValueError("calibration needs single-label integer targets")
-    return Calibration(method, logits.shape[1]).fit(logits, targets)
+    if not torch.isfinite(logits).all(): raise ValueError(f"validation logits contain NaN or inf ({_first_bad(logits)}): cannot calibrate")
+    ml = targets.ndim == 2
+    if ml and targets.shape != logits.shape: raise ValueError(f"multilabel targets of shape {tuple(targets.shape)} do not match logits {tuple(logits.shape)}")
+    if not ml and targets.ndim != 1: raise ValueError(f"targets must be class indices (n,) or a multilabel (n, k) matrix, got shape {tuple(targets.shape)}")
+    if not ml and len(targets) and (targets.min() < 0 or targets.max() >= logits.shape[1]):
+        raise ValueError(f"target {int(targets.max() if targets.max() >= logits.shape[1] else targets.min())} is outside the model's {logits.shape[1]} classes")
+    return Calibration(method, logits.shape[1], multilabel=ml).fit(logits, targets)
 
 _fit_calibration = calibrate  # `estimate_priors` has an argument of the same name
 
+
 # %% ../nbs/04_priorshift.ipynb #87e34519
-def em_priors(probs:torch.Tensor, # Calibrated posteriors on the unlabelled target data, `(n, k)`
-              source, # Priors under which `probs` are calibrated
-              tol:float=1e-6, # Stop when no prior moves by more than this
-              max_iter:int=1000, # Iteration cap
-              floor:float=1e-8, # No class prior falls below this
+def _check_probs(P, multilabel):
+    P = _plain(P)
+    if P.ndim != 2 or len(P) == 0: raise ValueError(f"EM needs a non-empty (n, k) matrix of probabilities, got shape {tuple(P.shape)}")
+    if not torch.isfinite(P).all(): raise ValueError(f"probabilities contain NaN or inf ({_first_bad(P)}): EM cannot run")
+    if (P < 0).any() or (P > 1).any(): raise ValueError(f"probabilities must lie in [0, 1], found {P[(P < 0) | (P > 1)][:3].tolist()}")
+    return P if P.dtype == torch.float64 else P.float()  # float32 unless given float64
+
+def _em_step(P, src, floor, multilabel, chunk=8192):
+    "One EM step of Saerens et al.: single-label as two matrix-vector products (no `(n, k)` temporary), multilabel per label"
+    n = len(P)
+    def step(pi):
+        if not multilabel:
+            r = pi / src
+            new = r * (P.t() @ (1 / (P @ r).clamp_min(1e-30))) / n
+            new = new.clamp_min(floor)
+            return new / new.sum()
+        r1,r0,acc = pi / src,(1 - pi) / (1 - src),torch.zeros_like(pi)
+        for i in range(0, n, chunk):  # posterior of each label under `pi`, averaged: independent binary EMs
+            p = P[i:i + chunk]
+            acc += (p * r1 / (p * r1 + (1 - p) * r0).clamp_min(1e-30)).sum(0)
+        return (acc / n).clamp(floor, 1 - floor)
+    return step
+
+def em_priors(probs:torch.Tensor, # Calibrated posteriors on the unlabelled target data, `(n, k)` (sigmoids for multilabel)
+              source, # Priors under which `probs` are calibrated (per-label prevalences for multilabel)
+              tol:float=1e-6, # Stop when no prior moves by more than this in one EM step
+              max_iter:int=1000, # Cap on EM steps
+              floor:float=1e-8, # No prior falls below this
+              multilabel:bool=False, # Independent binary EM per label
              )->torch.Tensor:
     "Target priors by the EM algorithm of Saerens et al. (2002), accelerated with SQUAREM"
-    P = torch.as_tensor(probs)
-    if P.ndim != 2 or len(P) == 0: raise ValueError(f"EM needs a non-empty (n, k) matrix of probabilities, got shape {tuple(P.shape)}")
-    if not torch.isfinite(P).all(): raise ValueError("probabilities contain NaN or inf: EM cannot run")
-    if (P < 0).any(): raise ValueError(f"probabilities must be >= 0, found {P[P < 0][:3].tolist()}")
-    P = P.float()
-    src = check_priors(source, P.shape[1], 'source priors').float().to(P.device)
-    if (src == 0).any(): raise ValueError(f"source prior of class {torch.nonzero(src == 0).flatten()[:5].tolist()} is 0: EM divides by it")
-    n = len(P)
-    def step(pi):  # one EM step as two matrix-vector products: no (n, k) temporary
-        r = pi / src
-        new = r * (P.t() @ (1 / (P @ r).clamp_min(1e-30))) / n
-        new = new.clamp_min(floor)
-        return new / new.sum()
+    P = _check_probs(probs, multilabel)
+    src = check_priors(source, P.shape[1], 'source priors', multilabel=multilabel).to(P.device, P.dtype)
+    bad = (src == 0) | (src == 1) if multilabel else src == 0
+    if bad.any(): raise ValueError(f"source prior of class {torch.nonzero(bad).flatten()[:5].tolist()} is {src[bad][0].item():g}: EM divides by it")
+    step = _em_step(P, src, floor, multilabel)
+    def fix(x):  # back into the feasible set after an extrapolation
+        if multilabel: return x.clamp(floor, 1 - floor)
+        x = x.clamp_min(floor)
+        return x / x.sum()
     pi,it = src.clone(),0
     while it < max_iter:  # SQUAREM (Varadhan & Roland 2008): two EM steps, an extrapolation, a stabilising EM step
         p1 = step(pi); it += 1
-        if (p1 - pi).abs().max() < tol: return _as_priors(p1)
+        if (p1 - pi).abs().max() < tol: return _as_priors(p1, multilabel, floor)
         p2 = step(p1); it += 1
         r,v = p1 - pi,p2 - 2 * p1 + pi
         a = -torch.sqrt((r * r).sum() / (v * v).sum().clamp_min(1e-30)).clamp_min(1.)
-        x = (pi - 2 * a * r + a * a * v).clamp_min(floor)
-        pi = step(x / x.sum()); it += 1
+        pi = step(fix(pi - 2 * a * r + a * a * v)); it += 1
     warnings.warn(f"EM did not converge in {max_iter} iterations (tol={tol}); returning the last estimate")
-    return _as_priors(pi)
+    return _as_priors(pi, multilabel, floor)
 
-def _as_priors(p):
+def _as_priors(p, multilabel=False, floor=0.):
+    "float64 priors; per-label prevalences are clamped to [floor, 1-floor] in float64 (float32 rounds 1-1e-8 to 1, an infinite logit)"
     p = p.double().cpu()
-    return p / p.sum()
+    return p.clamp(floor, 1 - floor) if multilabel else p / p.sum()
+
 
 # %% ../nbs/04_priorshift.ipynb #f23a14b8
-def bbse_priors(val_probs, val_targets, target_probs, source)->torch.Tensor:
+def bbse_priors(val_probs, # Calibration-set probabilities, `(n, k)`
+                val_targets, # Their integer labels
+                target_probs, # Probabilities on the unlabelled target data
+                source=None, # Label priors of the calibration set (default: from `val_targets`)
+               )->torch.Tensor:
     "Target priors by black-box shift estimation (Lipton et al. 2018): invert the validation confusion matrix, clip at 0"
-    vp,vt,tp = torch.as_tensor(val_probs).double(),torch.as_tensor(val_targets).long(),torch.as_tensor(target_probs).double()
+    vp,tp,vt = _check_probs(val_probs, False).double(),_check_probs(target_probs, False).double(),_plain(val_targets)
     k = vp.shape[1]
+    if vt.ndim != 1: raise ValueError(f"BBSE is single-label: val_targets must be class indices (n,), got shape {tuple(vt.shape)}")
+    if tp.shape[1] != k: raise ValueError(f"target probabilities have {tp.shape[1]} classes, validation {k}")
+    vt = vt.long()
     C = torch.zeros(k, k, dtype=torch.float64)
     C.index_put_((vp.argmax(1), vt), torch.ones(len(vt), dtype=torch.float64), accumulate=True)
     C /= len(vt)                                      # joint P_s(pred=i, y=j)
     q = torch.bincount(tp.argmax(1), minlength=k).double() / len(tp)
     w = torch.linalg.lstsq(C, q[:, None]).solution.flatten().clamp_min(0)
-    pi = w * check_priors(source, k, 'source priors')
+    src = check_priors(source, k, 'source priors') if source is not None else torch.bincount(vt, minlength=k).double() / len(vt)
+    pi = w * src
     if pi.sum() == 0: raise ValueError("BBSE gave all-zero priors: the confusion matrix is too poorly conditioned")
     return pi / pi.sum()
+
 
 # %% ../nbs/04_priorshift.ipynb #d56977cc
 class PriorShift(Callback):
     "Correct predictions at inference from the training priors to `target` priors (Bayes' rule on the logits)"
     order = 20  # after MixedPrecision has cast predictions back to float
-    def __init__(self, target='uniform', # 'uniform', a sequence of priors, or None (calibration only)
+    def __init__(self, target='uniform', # 'uniform', a sequence of priors, 'estimate' (from `dl`), or None (calibration only)
                  source=None, # Priors the model learnt (default: training priors; 'sampled': a ResampledDL's per-epoch mix)
                  tau:float=1., # Scale of the source term (post-hoc logit adjustment)
                  calibration:Calibration=None, # Applied to the logits before the shift
                  multilabel:bool=None, # Per-label binary shifts (default: from the loss / targets)
-                 normalize:bool=False): # Rescale priors that do not sum to 1 instead of raising
+                 normalize:bool=False, # Rescale priors that do not sum to 1 instead of raising
+                 dl=None, # Unlabelled target data, for target='estimate'
+                 method:str='em', # How target='estimate' estimates: 'em' or 'bbse'
+                 calibrate:str='bcts'): # Calibration target='estimate' fits on the validation set first
+        if isinstance(target, str) and target not in ('uniform', 'estimate'): raise ValueError(f"unknown target {target!r}: use 'uniform', 'estimate', priors or None")
+        if _is(target, 'estimate'):
+            if dl is None: raise ValueError("target='estimate' needs the unlabelled target data: PriorShift('estimate', dl=dls.test_dl(items))")
+            if calibration is not None or source is not None: raise ValueError("target='estimate' fits its own calibration and source priors: leave `calibration` and `source` unset")
+            if method not in ('em', 'bbse'): raise ValueError(f"unknown method {method!r}: use 'em' or 'bbse'")
         store_attr()
         self._src = self._tgt = None
 
     def _setup(self):
         if self._src is not None: return
         if self.multilabel is None: self.multilabel = 'BCE' in type(self.learn.loss_func).__name__
-        self._src = self._source_priors()
+        if _is(self.target, 'estimate'): return self._estimate()
+        self._cal,self._src = self.calibration,self._source_priors()
         k = len(self._src)
-        if isinstance(self.target, str) and self.target == 'uniform': self._tgt = torch.full((k,), 0.5 if self.multilabel else 1 / k, dtype=torch.float64)
+        if _is(self.target, 'uniform'): self._tgt = torch.full((k,), 0.5 if self.multilabel else 1 / k, dtype=torch.float64)
         elif self.target is None: self._tgt = self._src.clone()
         else: self._tgt = check_priors(self.target, k, 'target priors', self.normalize, self.multilabel)
+
+def _is(o, s): return isinstance(o, str) and o == s
+
 
 # %% ../nbs/04_priorshift.ipynb #975b9a9f
 @patch
@@ -201,37 +264,84 @@ def after_pred(self:PriorShift):
     if self.training: return
     self._setup()
     z = self.learn.pred
-    if self.calibration is not None: z = self.calibration(z)
+    if self._cal is not None: z = self._cal(z)
     self.learn.pred = prior_shift_logits(z, self._tgt, self._src, self.tau, self.multilabel)
 
+@patch
+def after_train(self:PriorShift):
+    "The weights changed: an estimate made for the old ones is stale"
+    if self.dl is not None: self._src = self._tgt = None
+
+@patch
+def __getstate__(self:PriorShift):
+    "Export keeps the estimated priors and calibration, never the unlabelled data (estimate before exporting)"
+    return {k: (None if k == 'dl' else v) for k,v in Callback.__getstate__(self).items()}
+
+
 # %% ../nbs/04_priorshift.ipynb #30e62db0
+def noop_act(x):
+    "Identity activation, so `get_preds` returns raw logits"
+    return x
+
+def _estimate(vz, vy, tz, method, calibrate, train_dl, **kwargs):
+    "Target priors, source priors and calibration from validation logits/labels `vz`,`vy` and target logits `tz`"
+    if method not in ('em', 'bbse'): raise ValueError(f"unknown method {method!r}: use 'em' or 'bbse'")
+    ml = vy.ndim == 2
+    if method == 'bbse' and ml: raise ValueError("BBSE is single-label: use method='em' for multilabel data")
+    cal = _fit_calibration(vz, vy, calibrate) if calibrate else None
+    f = cal if cal is not None else noop_act
+    act = torch.sigmoid if ml else (lambda z: z.softmax(1))
+    vp,tp = act(f(vz).float()),act(f(tz).float())
+    src = vp.double().mean(0) if cal is not None else class_priors(train_dl).double()
+    pi = em_priors(tp, src, multilabel=ml, **kwargs) if method == 'em' else bbse_priors(vp, vy, tp)
+    return pi,src,cal
+
 @patch
 def estimate_priors(self:Learner, dl, # Unlabelled target data (a fastai DataLoader)
                     method:str='em', # 'em' or 'bbse'
                     calibrate:str='bcts', # Calibration fitted on the labelled validation set: 'ts', 'bcts', 'vs' or None
                     valid_dl=None, # Labelled data for calibration and source priors (default: `self.dls.valid`)
-                    **kwargs)->torch.Tensor:
+                    **kwargs, # Passed to `em_priors`
+                   )->torch.Tensor:
     "Target priors of `dl`, estimated from the model's predictions; also returns calibration and source in `self.prior_estimate`"
     if method not in ('em', 'bbse'): raise ValueError(f"unknown method {method!r}: use 'em' or 'bbse'")
     if len(dl.dataset) == 0: raise ValueError("the unlabelled data set is empty: there is nothing to estimate priors from")
     old = [cb for cb in self.cbs if isinstance(cb, PriorShift)]
     for cb in old: self.remove_cb(cb)
     try:
-        vz,vy = self.get_preds(dl=ifnone(valid_dl, self.dls.valid), with_input=False, act=noop_act)
+        vz,vy = self.get_preds(dl=ifnone(valid_dl, self.dls.valid), act=noop_act)
         tz,_ = self.get_preds(dl=dl, act=noop_act)
     finally:
         for cb in old: self.add_cb(cb)
-    cal = _fit_calibration(vz, vy, calibrate) if calibrate else None
-    f = cal if cal is not None else (lambda z: z)
-    vp,tp = f(vz).float().softmax(1),f(tz).float().softmax(1)
-    src = vp.double().mean(0) if cal is not None else class_priors(_unwrap(self.dls.train)).double()
-    pi = em_priors(tp, src, **kwargs) if method == 'em' else bbse_priors(vp, vy, tp, src)
-    self.prior_estimate = dict(priors=pi, source=src, calibration=cal)
+    pi,src,cal = _estimate(vz, vy, tz, method, calibrate, _unwrap(self.dls.train), **kwargs)
+    self.prior_estimate = dict(priors=pi, source=src, calibration=cal, multilabel=vy.ndim == 2)
     return pi
 
-def noop_act(x):
-    "Identity activation, so `get_preds` returns raw logits"
-    return x
+
+# %% ../nbs/04_priorshift.ipynb #e5a1b2c3
+def _raw_preds(learn, dl, what='data'):
+    "Raw outputs (and targets) of `learn.model` over `dl`, outside fastai's event loop, so a callback may call it mid-`get_preds`"
+    m,n = learn.model,getattr(dl, 'n_inp', 1)
+    was,zs,ys = m.training,[],[]
+    m.eval()
+    try:
+        with torch.no_grad():
+            for b in dl:
+                zs.append(_plain(m(*b[:n])).float().cpu())
+                if len(b) > n: ys.append(_plain(b[n]).cpu())
+    finally: m.train(was)
+    if not zs: raise ValueError(f"the {what} is empty: there is nothing to estimate priors from")
+    return torch.cat(zs),(torch.cat(ys) if ys else None)
+
+@patch
+def _estimate(self:PriorShift):
+    "target='estimate': calibrate on the validation set and run EM on `dl`, for the current weights"
+    if self.dl is None: raise ValueError("PriorShift('estimate') has no data to estimate from (it was exported before estimating): pass fixed priors, or adapt_to(dl)")
+    vz,vy = _raw_preds(self.learn, _unwrap(self.learn.dls.valid), 'validation set')
+    tz,_ = _raw_preds(self.learn, self.dl, 'unlabelled data set')
+    self._tgt,self._src,self._cal = _estimate(vz, vy, tz, self.method, self.calibrate, _unwrap(self.learn.dls.train))
+    self.multilabel = vy.ndim == 2
+
 
 # %% ../nbs/04_priorshift.ipynb #c3b4701c
 @patch
@@ -240,6 +350,6 @@ def adapt_to(self:Learner, dl, method:str='em', calibrate:str='bcts', **kwargs)-
     pi = self.estimate_priors(dl, method=method, calibrate=calibrate, **kwargs)
     est = self.prior_estimate
     for cb in [cb for cb in self.cbs if isinstance(cb, PriorShift)]: self.remove_cb(cb)
-    cb = PriorShift(target=pi, source=est['source'], calibration=est['calibration'], normalize=True)
+    cb = PriorShift(target=pi, source=est['source'], calibration=est['calibration'], multilabel=est['multilabel'], normalize=True)
     self.add_cb(cb)
     return cb

@@ -122,3 +122,114 @@ def test_estimate_and_adapt(lt_path):
     assert sum(isinstance(c, PriorShift) for c in learn.cbs) == 1 and cb.calibration is not None
     with pytest.raises(ValueError, match="unknown method 'kmm'"): learn.estimate_priors(tdl, method='kmm')
     with pytest.raises(ValueError, match='unlabelled data set is empty'): learn.estimate_priors(torch.utils.data.DataLoader([]))
+
+
+def test_estimate_target_in_the_callback_matches_adapt_to_and_exports(lt_path, tmp_path):
+    from fastai.vision.all import get_image_files
+    dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=32, num_workers=0)
+    files = [f for f in get_image_files(lt_path/'valid') if f.parent.name in ('0', '1', '2')]
+    tdl = dls.test_dl(files)
+    cb = PriorShift('estimate', dl=tdl)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=cb)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    assert cb._tgt is not None and cb._cal is not None  # the epoch's validation estimated, for the trained weights
+    first = cb._tgt.clone()
+    with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    assert not torch.allclose(cb._tgt, first)  # re-estimated after the weights changed
+    with learn.no_bar(): p_cb, _ = learn.get_preds(dl=tdl)
+    learn.remove_cb(cb)
+    with learn.no_bar():
+        learn.adapt_to(tdl)
+        p_adapt, _ = learn.get_preds(dl=tdl)
+    assert torch.allclose(p_cb, p_adapt, atol=1e-5)
+    assert torch.allclose(cb._tgt, learn.prior_estimate['priors'], atol=1e-6)
+    assert cb._tgt[:3].sum() > cb._src[:3].sum()  # mass moved to the three classes the target set holds
+    # export keeps the estimate, not the unlabelled data; the loaded learner predicts the same
+    learn.remove_cbs([c for c in learn.cbs if isinstance(c, PriorShift)]); learn.add_cb(cb)
+    learn.export(tmp_path/'est.pkl')
+    l2 = load_learner(tmp_path/'est.pkl')
+    c2 = next(c for c in l2.cbs if isinstance(c, PriorShift))
+    assert c2.dl is None and torch.allclose(c2._tgt, cb._tgt)
+    assert torch.allclose(l2.predict(files[0])[2], learn.predict(files[0])[2], atol=1e-5)
+    # exported before any estimate (fastai's export silences warnings): a clear error at prediction
+    l3 = vision_learner(dls, tiny_arch, pretrained=False, cbs=PriorShift('estimate', dl=tdl))
+    l3.export(tmp_path/'none.pkl')
+    with pytest.raises(ValueError, match='has no data to estimate from'): load_learner(tmp_path/'none.pkl').predict(files[0])
+
+
+def test_multilabel_end_to_end(ml_path):
+    import pandas as pd
+    from fastai.vision.all import ImageDataLoaders
+    df = pd.read_csv(ml_path/'labels.csv', keep_default_na=False)
+    dls = ImageDataLoaders.from_df(df, ml_path, fn_col='fname', label_col='labels', label_delim=' ', valid_col='is_valid', bs=64, num_workers=0)
+    from fastai.torch_core import set_seed
+    set_seed(0, reproducible=True)
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 3e-3)
+    with learn.no_bar(): p0, y = learn.get_preds()
+    ps = class_priors(dls).double()
+    learn.add_cb(PriorShift('uniform'))
+    with learn.no_bar(): p1, _ = learn.get_preds()
+    p0 = p0.double()
+    b = p0 * .5 / ps; b = b / (b + (1 - p0) * .5 / (1 - ps))  # per-label Bayes rule on each sigmoid
+    assert torch.allclose(p1.double(), b, atol=1e-5)
+    assert (p1.mean(0) > p0.mean(0))[ps < .5].float().mean() > .9  # rare labels are predicted more often
+    # estimated per-label prevalences of an unlabelled set where every mosaic holds a 9 (the rarest label)
+    has9 = df[df.is_valid & df.labels.str.contains('9')]
+    tdl = dls.test_dl(list(ml_path/has9.fname))
+    with learn.no_bar(): pi = learn.estimate_priors(tdl)
+    assert pi.shape == (10,) and (pi > 0).all() and (pi < 1).all() and abs(pi.sum() - 1) > .1  # prevalences, not a distribution
+    src = learn.prior_estimate['source']
+    assert pi[9] > 3 * src[9], (pi[9], src[9])
+    learn.remove_cbs([c for c in learn.cbs if isinstance(c, PriorShift)])
+    with learn.no_bar():
+        zt, _ = learn.get_preds(dl=tdl, act=noop_act)
+        learn.adapt_to(tdl)
+        pt1, _ = learn.get_preds(dl=tdl)
+    est = learn.prior_estimate
+    pc = torch.sigmoid(est['calibration'](zt.double()))  # calibrated, then per-label Bayes from the source to the estimate
+    b = pc * est['priors'] / est['source']; b = b / (b + (1 - pc) * (1 - est['priors']) / (1 - est['source']))
+    assert torch.isfinite(pt1).all() and torch.allclose(pt1.double(), b, atol=1e-5)
+    assert pt1[:, 9].mean() > pc[:, 9].mean()  # adapted: label 9 predicted more often where it is everywhere
+    with pytest.raises(ValueError, match='BBSE is single-label'): learn.estimate_priors(tdl, method='bbse')
+
+
+def test_em_multilabel_recovers_prevalences():
+    g = torch.Generator().manual_seed(0)
+    n, k, a = 40_000, 6, 3.
+    src, tgt = torch.tensor([.05, .1, .2, .3, .5, .7], dtype=torch.float64), torch.tensor([.3, .02, .5, .1, .5, .9], dtype=torch.float64)
+    y = (torch.rand(n, k, generator=g, dtype=torch.float64) < tgt).double()
+    x = (2 * y - 1) * a / 2 + torch.randn(n, k, generator=g, dtype=torch.float64)
+    p = torch.sigmoid(a * x + torch.log(src / (1 - src)))  # exact posterior under `src` for this Gaussian model
+    est = em_priors(p, src, multilabel=True)
+    assert (est - y.mean(0)).abs().max() < .02, (est, y.mean(0))
+
+
+@pytest.mark.parametrize('call,err,msg', [
+    (lambda: PriorShift('estimate'), ValueError, "target='estimate' needs the unlabelled target data"),
+    (lambda: PriorShift('balanced'), ValueError, "unknown target 'balanced'"),
+    (lambda: PriorShift('estimate', dl=[1], source=[.5, .5]), ValueError, "fits its own calibration and source priors"),
+    (lambda: PriorShift('estimate', dl=[1], method='kmm'), ValueError, "unknown method 'kmm'"),
+    (lambda: calibrate(torch.zeros(3, 2), torch.tensor([0, 1, 2])), ValueError, "target 2 is outside the model's 2 classes"),
+    (lambda: calibrate(torch.zeros(3, 2), torch.zeros(3, 3)), ValueError, "multilabel targets of shape (3, 3) do not match logits (3, 2)"),
+    (lambda: calibrate(torch.tensor([[0., float('nan')]]), torch.tensor([0])), ValueError, "NaN or inf (first at [0, 1]: nan)"),
+    (lambda: em_priors(torch.tensor([[.5, 1.5]]), [.5, .5]), ValueError, "must lie in [0, 1], found [1.5]"),
+    (lambda: em_priors(torch.tensor([[.5, .5]]), [.5, 1.], multilabel=True), ValueError, "source prior of class [1] is 1"),
+    (lambda: bbse_priors(torch.full((2, 2), .5), torch.zeros(2, 2), torch.full((2, 2), .5)), ValueError, "BBSE is single-label"),
+    (lambda: bbse_priors(torch.full((2, 2), .5), torch.zeros(2), torch.full((2, 3), 1/3)), ValueError, "target probabilities have 3 classes, validation 2"),
+])
+def test_more_bad_input(call, err, msg):
+    with pytest.raises(err, match=re.escape(msg)): call()
+
+
+def test_bad_priors_and_nan_logits_through_a_learner(lt_path):
+    dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=32, num_workers=0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=PriorShift([.5, .5]))
+    with pytest.raises(ValueError, match=re.escape('target priors has 2 entries but the model has 10 classes')): learn.get_preds()
+    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=PriorShift([.2] * 10))
+    with pytest.raises(ValueError, match=re.escape('target priors sum to 2, not 1')): learn.get_preds()
+    with pytest.warns(UserWarning, match='summed to 2; rescaled'):
+        vision_learner(dls, tiny_arch, pretrained=False, cbs=PriorShift([.2] * 10, normalize=True)).get_preds()
+    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=PriorShift('uniform'))
+    with torch.no_grad(): learn.model[-1][-1].weight.fill_(float('nan'))
+    with pytest.raises(ValueError, match=re.escape('logits contain NaN or inf (first at [0, 0]: nan)')): learn.get_preds()
