@@ -130,24 +130,28 @@ _fit_calibration = calibrate  # `estimate_priors` has an argument of the same na
 def _check_probs(P, multilabel):
     P = _plain(P)
     if P.ndim != 2 or len(P) == 0: raise ValueError(f"EM needs a non-empty (n, k) matrix of probabilities, got shape {tuple(P.shape)}")
-    if not torch.isfinite(P).all(): raise ValueError(f"probabilities contain NaN or inf ({_first_bad(P)}): EM cannot run")
-    if (P < 0).any() or (P > 1).any(): raise ValueError(f"probabilities must lie in [0, 1], found {P[(P < 0) | (P > 1)][:3].tolist()}")
+    lo,hi = torch.aminmax(P)  # one pass (NaN propagates); the details are worked out only for bad input
+    if not (lo >= 0 and hi <= 1):
+        if not torch.isfinite(P).all(): raise ValueError(f"probabilities contain NaN or inf ({_first_bad(P)}): EM cannot run")
+        raise ValueError(f"probabilities must lie in [0, 1], found {P[(P < 0) | (P > 1)][:3].tolist()}")
     return P if P.dtype == torch.float64 else P.float()  # float32 unless given float64
 
 def _em_step(P, src, floor, multilabel, chunk=8192):
-    "One EM step of Saerens et al.: single-label as two matrix-vector products (no `(n, k)` temporary), multilabel per label"
+    "One EM step of Saerens et al. and the mean log-likelihood of `pi`: single-label as two matrix-vector products (no `(n, k)` temporary), multilabel per label"
     n = len(P)
     def step(pi):
         if not multilabel:
             r = pi / src
-            new = r * (P.t() @ (1 / (P @ r).clamp_min(1e-30))) / n
-            new = new.clamp_min(floor)
-            return new / new.sum()
-        r1,r0,acc = pi / src,(1 - pi) / (1 - src),torch.zeros_like(pi)
+            d = (P @ r).clamp_min(1e-30)
+            new = (r * (P.t() @ (1 / d)) / n).clamp_min(floor)
+            return new / new.sum(),torch.log(d).mean()
+        r1,r0,acc,ll = pi / src,(1 - pi) / (1 - src),torch.zeros_like(pi),0.
         for i in range(0, n, chunk):  # posterior of each label under `pi`, averaged: independent binary EMs
             p = P[i:i + chunk]
-            acc += (p * r1 / (p * r1 + (1 - p) * r0).clamp_min(1e-30)).sum(0)
-        return (acc / n).clamp(floor, 1 - floor)
+            d = (p * r1 + (1 - p) * r0).clamp_min(1e-30)
+            acc += (p * r1 / d).sum(0)
+            ll = ll + torch.log(d).sum()
+        return (acc / n).clamp(floor, 1 - floor),ll / n
     return step
 
 def em_priors(probs:torch.Tensor, # Calibrated posteriors on the unlabelled target data, `(n, k)` (sigmoids for multilabel)
@@ -167,14 +171,17 @@ def em_priors(probs:torch.Tensor, # Calibrated posteriors on the unlabelled targ
         if multilabel: return x.clamp(floor, 1 - floor)
         x = x.clamp_min(floor)
         return x / x.sum()
-    pi,it = src.clone(),0
-    while it < max_iter:  # SQUAREM (Varadhan & Roland 2008): two EM steps, an extrapolation, a stabilising EM step
-        p1 = step(pi); it += 1
+    pi = src.clone()
+    p1,ll = step(pi); it = 1
+    while it < max_iter:  # SQUAREM (Varadhan & Roland 2008): two EM steps, then an extrapolation kept if the likelihood rose
         if (p1 - pi).abs().max() < tol: return _as_priors(p1, multilabel, floor)
-        p2 = step(p1); it += 1
+        p2,_ = step(p1)
         r,v = p1 - pi,p2 - 2 * p1 + pi
         a = -torch.sqrt((r * r).sum() / (v * v).sum().clamp_min(1e-30)).clamp_min(1.)
-        pi = step(fix(pi - 2 * a * r + a * a * v)); it += 1
+        x = fix(pi - 2 * a * r + a * a * v)
+        px,llx = step(x); it += 2
+        if llx >= ll: pi,p1,ll = x,px,llx      # the EM step from x is the next cycle's first step: 2 passes a cycle
+        else: (p1,ll),pi,it = step(p2),p2,it + 1  # overshot: fall back to plain EM's progress
     warnings.warn(f"EM did not converge in {max_iter} iterations (tol={tol}); returning the last estimate")
     return _as_priors(pi, multilabel, floor)
 
