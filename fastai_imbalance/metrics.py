@@ -461,7 +461,7 @@ def _update(self:RankingMetric, s, targ, ml):
     sc,pos,C = self._columns(s, targ, ml)
     self._check(s, targ, C, ml)
     if self.average == 'micro':
-        if pos.ndim == 1: pos = F.one_hot(pos.clamp(0, C - 1), C).bool()
+        if pos.ndim == 1: pos = pos[:, None] == torch.arange(C, device=pos.device)  # not F.one_hot: on CUDA it syncs to check the range
         sc,pos = sc.reshape(-1, 1),pos.reshape(-1, 1)
     if self.state is None: self.ml,self.k = ml,sc.shape[1]
     elif (ml, sc.shape[1]) != (self.ml, self.k): raise ValueError(f"{self.name}: a batch of shape {tuple(s.shape)} does not match the earlier batches")
@@ -470,7 +470,7 @@ def _update(self:RankingMetric, s, targ, ml):
         self.state[0].append(s.float() if self.average == 'ovo' else sc.float())
         self.state[1].append(targ.long() if self.average == 'ovo' else pos)
         return
-    if pos.ndim == 1: pos = F.one_hot(pos.clamp(0, C - 1), C).bool()
+    if pos.ndim == 1: pos = pos[:, None] == torch.arange(C, device=pos.device)  # not F.one_hot: on CUDA it syncs to check the range
     T,k = int(self.thresholds),sc.shape[1]
     self._bad_pred = 'NaN, inf or (binned mode) outside [0, 1]'
     self.flags[0] += ((sc < 0) | (sc > 1)).sum()  # histograms bin probabilities

@@ -216,3 +216,32 @@ def test_as_learner_metrics_on_real_images(lt_path):
     assert got[5] == pytest.approx(got[4], abs=mets[5].error_bound + 1e-9)
     assert got[6] == pytest.approx(skm.average_precision_score(np.eye(10)[y], p, average='macro'), abs=1e-6)
     assert mets[0].vocab is not None and list(mets[2].per_class().index) == list(dls.vocab)
+
+
+def test_binned_operating_points_close_to_exact():
+    g = torch.Generator().manual_seed(3)
+    y = (torch.rand(20000, generator=g) < .02).long()
+    s = torch.sigmoid(torch.randn(20000, generator=g) + 2 * y)
+    for cls, kw in ((SensitivityAtSpecificity, dict(spec=.9)), (SpecificityAtSensitivity, dict(sens=.8))):
+        e, b = run(cls(activation=None, **kw), s, y, 1000), run(cls(activation=None, thresholds=2000, **kw), s, y, 1000)
+        assert abs(e - b) < 0.01, (cls.__name__, e, b)
+
+
+def test_class_index_predictions_for_the_confusion_metrics():
+    g = torch.Generator().manual_seed(0)
+    y, z = torch.randint(0, 7, (500,), generator=g), torch.randn(500, 7, generator=g)
+    assert run(CohenKappa(n_classes=7), z.argmax(1), y, 64) == pytest.approx(run(CohenKappa(), z, y, 64), abs=1e-12)
+    with pytest.raises(ValueError, match='class-index predictions need n_classes'): run(CohenKappa(), z.argmax(1), y, 64)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (none on the CI machine)')
+def test_no_host_sync_per_batch_on_cuda():
+    y = torch.randint(0, 50, (512,), device='cuda'); z = torch.randn(512, 50, device='cuda')
+    mets = [CohenKappa(), BalancedAccuracy(), MacroF1(), GMean(), RocAuc(), RocAuc(thresholds=100), AveragePrecision(), AveragePrecision(thresholds=100)]
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        for m in mets:
+            m.reset()
+            for i in range(0, 512, 64): m.update(z[i:i + 64], y[i:i + 64])
+    finally: torch.cuda.set_sync_debug_mode(0)
+    assert all(np.isfinite(m.value) for m in mets)
