@@ -1,0 +1,128 @@
+"Each loss against its paper's formula on small tensors, gradients (gradcheck, float64), buffers, export, and bad input."
+import re
+import numpy as np, pytest, torch
+import torch.nn.functional as F
+from sklearn.metrics import cohen_kappa_score
+from fastai_imbalance.core import class_weights
+from fastai_imbalance.losses import (FocalLoss, ClassBalancedLoss, LogitAdjustedLoss, BalancedSoftmaxLoss, LDAMLoss, PairwiseAUCLoss, SoftKappaLoss,
+                                     PosWeightBCELoss, FocalBCELoss, AsymmetricLoss, SoftmaxMultilabelLoss)
+
+g = torch.Generator().manual_seed(0)
+X = torch.randn(12, 4, generator=g, dtype=torch.float64)
+Y = torch.tensor([0, 1, 2, 3, 0, 0, 1, 2, 0, 0, 0, 1])
+N = [50, 20, 5, 1]
+YM = (torch.rand(12, 4, generator=g) < .4).double()
+
+
+def test_focal_and_class_balanced_formulas():
+    a = torch.tensor([1., 2., 3., 4.], dtype=torch.float64)
+    p = X.softmax(1)[torch.arange(12), Y]
+    want = (a[Y] * -(1 - p) ** 2.5 * p.log()).sum() / a[Y].sum()
+    assert torch.allclose(FocalLoss(2.5, alpha=a).double()(X, Y), want)
+    assert torch.allclose(FocalLoss(0.)(X, Y), F.cross_entropy(X, Y))
+    w = class_weights(counts=N, method='effective', beta=.99).double()
+    assert torch.allclose(ClassBalancedLoss(counts=N, beta=.99).double()(X, Y), F.cross_entropy(X, Y, weight=w))
+    beta = .99; e = (1 - beta) / (1 - beta ** np.array(N)); e = e * 4 / e.sum()  # Cui et al.'s weights, by hand
+    assert np.allclose(ClassBalancedLoss(counts=N, beta=beta).alpha.numpy(), e, atol=1e-6)
+
+
+def test_logit_adjusted_balanced_softmax_ldam_formulas():
+    n = torch.tensor(N, dtype=torch.float64)
+    for tau in (.5, 1., 2.):
+        assert torch.allclose(LogitAdjustedLoss(counts=N, tau=tau).double()(X, Y), F.cross_entropy(X + tau * torch.log(n / n.sum()), Y))
+    assert torch.allclose(BalancedSoftmaxLoss(counts=N).double()(X, Y), F.cross_entropy(X + torch.log(n), Y))
+    m = n ** -.25; m = m * .4 / m.max()
+    z = X.clone(); z[torch.arange(12), Y] -= m[Y]
+    assert torch.allclose(LDAMLoss(counts=N, max_m=.4, s=30.).double()(X, Y), F.cross_entropy(30 * z, Y))
+    w = torch.tensor([1., 1., 2., 3.], dtype=torch.float64)
+    assert torch.allclose(LDAMLoss(counts=N, weight=w).double()(X, Y), F.cross_entropy(X - F.one_hot(Y, 4) * (n ** -.25 * .5 / (n ** -.25).max())[Y][:, None], Y, weight=w))
+
+
+def test_auc_and_kappa_surrogates():
+    s, y = torch.tensor([2., 0., 1.]), torch.tensor([1, 0, 0])
+    assert PairwiseAUCLoss()(s, y).item() == 0.  # both pairs ranked with the margin
+    assert PairwiseAUCLoss()(torch.tensor([0., 1.]), torch.tensor([1, 0])).item() == pytest.approx(4.)  # (1 - (0 - 1))^2
+    assert PairwiseAUCLoss()(torch.tensor([0., 1.]), torch.tensor([0, 0])).item() == 0.  # no positive: no pair
+    two = torch.tensor([[0., 2.], [0., 0.], [0., 1.]])
+    assert PairwiseAUCLoss()(two, y) == PairwiseAUCLoss()(s, y)
+    hard = F.one_hot(torch.tensor([0, 1, 2, 2, 1, 0, 3, 3]), 4).double() * 60  # near one-hot softmax: soft kappa = kappa
+    yk = torch.tensor([0, 1, 2, 1, 1, 0, 3, 2])
+    k = cohen_kappa_score(yk, hard.argmax(1), weights='quadratic')
+    assert SoftKappaLoss(log=False)(hard, yk).item() == pytest.approx(1 - k, abs=1e-6)
+    assert SoftKappaLoss()(hard, yk).item() == pytest.approx(np.log(1 - k), abs=1e-5)
+
+
+def test_multilabel_formulas():
+    n_pos = YM.sum(0); n = 12
+    pw = ((n - n_pos) / n_pos) ** .5
+    assert torch.allclose(PosWeightBCELoss(counts=n_pos.numpy(), n_items=n).double()(X, YM),
+                          F.binary_cross_entropy_with_logits(X, YM, pos_weight=pw, reduction='none').sum(1).mean())
+    p = torch.sigmoid(X); pt = torch.where(YM == 1, p, 1 - p); at = torch.where(YM == 1, .25, .75)
+    assert torch.allclose(FocalBCELoss(2., alpha=.25)(X, YM), (-(at * (1 - pt) ** 2 * pt.log())).sum(1).mean())
+    pm = (p - .05).clamp_min(0)
+    asl = -(YM * (1 - p) ** 1 * p.log() + (1 - YM) * pm ** 4 * torch.log(1 - pm)).sum(1).mean()
+    assert torch.allclose(AsymmetricLoss(1., 4., .05)(X, YM), asl)
+    k = YM.sum(1, keepdim=True).clamp_min(1)
+    assert torch.allclose(SoftmaxMultilabelLoss(k=2)(X, YM), (-(YM / k) * X.log_softmax(1)).sum(1).mean())
+    dec = SoftmaxMultilabelLoss(k=2).decodes(torch.tensor([[.1, .5, .3, .1]]))
+    assert dec.tolist() == [[False, True, True, False]]
+
+
+@pytest.mark.parametrize('loss,y', [(FocalLoss(2., alpha=[1., 2., 3., 4.]), Y), (LogitAdjustedLoss(counts=N), Y), (LDAMLoss(counts=N, s=5.), Y),
+                                    (SoftKappaLoss(), Y), (FocalBCELoss(), YM), (AsymmetricLoss(1., 4.), YM), (SoftmaxMultilabelLoss(k=2), YM),
+                                    (PosWeightBCELoss(counts=[3, 4, 5, 6], n_items=12), YM)])
+def test_gradcheck(loss, y):
+    loss = loss.double()
+    x = (X * .5).clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: loss(x, y), (x,), eps=1e-6, atol=1e-5)
+
+
+def test_auc_gradcheck():
+    s = torch.tensor([.3, -.2, .1, .4, -.5], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda s: PairwiseAUCLoss()(s, torch.tensor([1, 0, 0, 1, 0])), (s,))
+
+
+def test_buffers_follow_the_module_and_the_input():
+    l = FocalLoss(alpha=[1., 2., 3., 4.])
+    assert 'alpha' in l.state_dict()
+    assert l.to('meta').alpha.device.type == 'meta'  # registered: moves with .to()
+    l2 = LDAMLoss(counts=N, weight=[1., 1., 2., 3.])
+    assert l2.double().margins.dtype == torch.float64 and l2.weight.dtype == torch.float64
+    assert torch.isfinite(LogitAdjustedLoss(counts=N)(X, Y))  # float32 buffers, float64 input: moved to the input
+
+
+def test_export_round_trip_and_reduction_none(lt_path, tmp_path):
+    from fastai.vision.all import ImageDataLoaders, vision_learner, load_learner
+    from conftest import tiny_arch
+    dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=32, num_workers=0)
+    for loss in (FocalLoss(alpha=class_weights(dls)), LDAMLoss(dls), BalancedSoftmaxLoss(dls), ClassBalancedLoss(dls, gamma=1.)):
+        learn = vision_learner(dls, tiny_arch, pretrained=False, loss_func=loss)
+        with learn.no_bar(), learn.no_logging(): learn.fit(1)
+        p, y, l = learn.get_preds(with_loss=True)
+        assert torch.allclose(p.sum(1), torch.ones(len(p)), atol=1e-5)  # the activation is applied: probabilities
+        assert l.shape == (len(y),) and loss.reduction == 'mean'  # reduction='none' during get_preds only
+        learn.export(tmp_path/'l.pkl')
+        l2 = load_learner(tmp_path/'l.pkl')
+        img = next((lt_path/'valid'/'3').glob('*.png'))
+        assert torch.allclose(l2.predict(img)[2], learn.predict(img)[2], atol=1e-5)
+
+
+@pytest.mark.parametrize('call,msg', [
+    (lambda: FocalLoss(gamma=-1), "gamma must be >= 0, got -1"),
+    (lambda: FocalBCELoss(gamma=-.5), "gamma must be >= 0, got -0.5"),
+    (lambda: FocalLoss(alpha=[1., -1.]), "alpha must be >= 0"),
+    (lambda: FocalLoss(alpha=[1., 2., 3.])(X, Y), "FocalLoss: alpha has 3 entries but the model outputs 4 classes"),
+    (lambda: LogitAdjustedLoss(counts=[5, 4, 3])(X, Y), "LogitAdjustedLoss: the class counts has 3 entries but the model outputs 4 classes"),
+    (lambda: LogitAdjustedLoss(counts=[5, 0, 3, 1]), "class ['1'] has none"),
+    (lambda: LDAMLoss(counts=[5, 2, 0, 0]), "LDAMLoss needs every class to have items; class ['2', '3'] has none"),
+    (lambda: ClassBalancedLoss(counts=[0, 2, 3, 1]), "class ['0'] has none"),
+    (lambda: FocalLoss()(X, YM), "FocalLoss is single-label: targets must be class indices shaped (12,), got (12, 4) torch.float64 (a multilabel matrix: use a multilabel loss)"),
+    (lambda: AsymmetricLoss()(X, Y), "AsymmetricLoss is multilabel: targets must be a 0/1 matrix shaped like the outputs (12, 4), got (12,) (class indices: use a single-label loss)"),
+    (lambda: PairwiseAUCLoss()(X, Y), "PairwiseAUCLoss is binary: the model outputs 4 classes"),
+    (lambda: SoftmaxMultilabelLoss(), "pass data (to take k"),
+    (lambda: FocalLoss(reduction='avg'), "unknown reduction 'avg'"),
+    (lambda: LogitAdjustedLoss(counts=[1, np.nan]), "counts must be finite numbers"),
+    (lambda: AsymmetricLoss(clip=1.), "clip must lie in [0, 1), got 1.0"),
+])
+def test_bad_input(call, msg):
+    with pytest.raises(ValueError, match=re.escape(msg)): call()
