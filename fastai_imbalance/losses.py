@@ -145,11 +145,12 @@ class PairwiseAUCLoss(ImbalancedLoss):
         pos,neg = y == 1,y == 0
         d = self.margin - (s[:, None] - s[None, :])                 # every (i, j) pair
         pair = (pos[:, None] & neg[None, :]).float()
-        l = (d.clamp_min(0) ** 2 * pair).sum() / pair.sum().clamp_min(1)
+        h = d.clamp_min(0) ** 2 * pair / pair.sum().clamp_min(1)
+        l = (h.sum(1) + h.sum(0)) / 2  # each item's share of its pairs: the shares sum to the loss
         if self.ce_weight:
-            ce = F.cross_entropy(x, y) if x.ndim == 2 and x.shape[1] == 2 else F.binary_cross_entropy_with_logits(s, y.float())
-            l = l + self.ce_weight * ce
-        return l
+            ce = F.cross_entropy(x, y, reduction='none') if x.ndim == 2 and x.shape[1] == 2 else F.binary_cross_entropy_with_logits(s, y.float(), reduction='none')
+            l = l + self.ce_weight * ce / len(y)
+        return l if self.reduction == 'none' else l.sum()
 
     def activation(self, x): return F.softmax(x, dim=-1) if x.ndim == 2 and x.shape[1] == 2 else torch.sigmoid(x)
     def decodes(self, x): return x.argmax(-1) if x.ndim == 2 and x.shape[1] == 2 else (x > 0.5).long()
@@ -170,7 +171,8 @@ class SoftKappaLoss(ImbalancedLoss):
         i = torch.arange(C, device=x.device, dtype=x.dtype)
         W = {None: 1 - torch.eye(C, device=x.device, dtype=x.dtype), 'linear': (i[:, None] - i).abs(), 'quadratic': (i[:, None] - i) ** 2}[self.weights]
         r = ((W * O).sum() + self.eps) / ((W * E).sum() + self.eps)
-        return torch.log(r) if self.log else r
+        l = torch.log(r) if self.log else r
+        return l.expand(len(y)) / len(y) if self.reduction == 'none' else l  # a batch-level loss: even per-item shares for get_preds(with_loss=True)
 
 
 # %% ../nbs/06_losses.ipynb #l0000016

@@ -126,3 +126,12 @@ def test_export_round_trip_and_reduction_none(lt_path, tmp_path):
 ])
 def test_bad_input(call, msg):
     with pytest.raises(ValueError, match=re.escape(msg)): call()
+
+
+def test_batch_level_losses_give_per_item_shares():
+    s, y = torch.randn(9, generator=g), torch.tensor([1, 0, 0, 1, 0, 0, 0, 1, 0])
+    for loss, x, t in ((PairwiseAUCLoss(ce_weight=.5), s, y), (SoftKappaLoss(), X, Y)):
+        total = loss(x, t)
+        loss.reduction = 'none'
+        per = loss(x, t)
+        assert per.shape == (len(t),) and torch.allclose(per.sum(), total)
