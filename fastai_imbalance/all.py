@@ -6,7 +6,7 @@
 __all__ = []
 
 # %% ../nbs/99_all.ipynb #c7522a76
-from . import core, datasets, data, finetune, priorshift, metrics, losses
+from . import core, datasets, data, finetune, priorshift, metrics, losses, interpret
 from .core import *
 from .datasets import *
 from .data import *
@@ -14,4 +14,5 @@ from .finetune import *
 from .priorshift import *
 from .metrics import *
 from .losses import *
-__all__ = [*core.__all__, *datasets.__all__, *data.__all__, *finetune.__all__, *priorshift.__all__, *metrics.__all__, *losses.__all__]  # nbdev lists only names defined here; re-export the modules' APIs
+from .interpret import *
+__all__ = [*core.__all__, *datasets.__all__, *data.__all__, *finetune.__all__, *priorshift.__all__, *metrics.__all__, *losses.__all__, *interpret.__all__]  # nbdev lists only names defined here; re-export the modules' APIs

@@ -1,0 +1,99 @@
+"ImbalanceInterpretation and operating thresholds: tables against scikit-learn, 150-class readability, thresholds that hold."
+import re
+import numpy as np, pandas as pd, pytest, torch
+import matplotlib; matplotlib.use('Agg')
+from sklearn.metrics import confusion_matrix, roc_curve, recall_score
+from fastai_imbalance.interpret import ImbalanceInterpretation, OperatingThreshold
+
+
+def fake(probs, targs, train_counts):
+    "An interpretation over given predictions (no learner): what from_learner stores"
+    it = ImbalanceInterpretation.__new__(ImbalanceInterpretation)
+    it.probs, it.targs = torch.as_tensor(probs).float(), torch.as_tensor(targs).long()
+    it.vocab = [f'c{i}' for i in range(it.probs.shape[1])]
+    it.train_counts = pd.Series(train_counts, index=it.vocab)
+    return it
+
+
+def test_tables_at_150_classes():
+    g = np.random.default_rng(0)
+    C, n = 150, 3000
+    counts = np.maximum(1, (1000 * np.arange(1, C + 1) ** -1.2).astype(int))
+    y = g.integers(0, C, n)
+    z = g.normal(size=(n, C)); z[np.arange(n), y] += 2.5; z += np.log(counts / counts.sum())  # skewed towards frequent classes
+    it = fake(torch.tensor(z).softmax(1), y, counts)
+    cm = it.confusion_matrix()
+    assert (cm == confusion_matrix(y, z.argmax(1), labels=range(C))).all()
+    pc = it.per_class()
+    assert list(pc.train) == sorted(counts, reverse=True)
+    assert np.allclose(pc.sort_index(key=lambda i: i.str[1:].astype(int)).recall.fillna(0), recall_score(y, z.argmax(1), average=None, labels=range(C), zero_division=0))
+    tc = it.top_confusions(10)
+    off = cm.copy(); np.fill_diagonal(off, 0)
+    assert len(tc) == 10 and tc['count'].iloc[0] == off.max() and (np.diff(tc['count'].values) <= 0).all()
+    sh = it.shot_table(many=100, few=20)
+    assert int(sh.loc[['many', 'medium', 'few'], 'classes'].sum()) == C and sh.loc['many', 'accuracy'] > sh.loc['few', 'accuracy']
+    ax = it.plot_confusion_matrix()  # 150 classes: an image, no per-cell text
+    assert len(ax.texts) == 0 and ax.images[0].get_array().shape == (C, C)
+    it.plot_class_distribution(); it.plot_recall_vs_frequency()
+
+
+@pytest.mark.parametrize('spec', [0.5, 0.9, 0.99])
+def test_threshold_for_specificity_and_sensitivity(spec):
+    g = np.random.default_rng(1)
+    y = (g.random(4000) < .01).astype(int)
+    s = 1 / (1 + np.exp(-(g.normal(size=4000) + 2.5 * y - 3)))
+    it = fake(np.stack([1 - s, s], 1), y, [3960, 40])
+    r = it.threshold_for(specificity=spec)
+    pred = s >= r['threshold']
+    assert (~pred[y == 0]).mean() >= spec - 1e-12 and pred[y == 1].mean() == pytest.approx(r['sensitivity'])
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    assert r['sensitivity'] == pytest.approx(tpr[fpr <= 1 - spec + 1e-12].max())  # the best sensitivity at that specificity
+    assert int(r['confusion'].values.sum()) == 4000
+    r2 = it.threshold_for(sensitivity=0.8)
+    assert (s[y == 1] >= r2['threshold']).mean() >= 0.8 and r2['specificity'] == pytest.approx((1 - fpr[tpr >= 0.8 - 1e-12]).max())
+
+
+@pytest.mark.parametrize('call,msg', [
+    (lambda it: it.threshold_for(), "pass exactly one of specificity= or sensitivity="),
+    (lambda it: it.threshold_for(specificity=1.2), "specificity must lie in [0, 1], got 1.2"),
+    (lambda it: fake(torch.rand(5, 3).softmax(1), [0, 1, 2, 0, 1], [3, 2, 1]).threshold_for(specificity=.9), "the model has 3 classes: pass pos="),
+    (lambda it: fake(torch.rand(4, 2).softmax(1), [0, 0, 0, 0], [3, 1]).threshold_for(specificity=.9), "class c1 needs positives and negatives"),
+    (lambda it: OperatingThreshold(1.), "threshold must lie strictly between 0 and 1"),
+])
+def test_bad_input(call, msg):
+    it = fake(torch.rand(6, 2).softmax(1), [0, 1, 0, 1, 0, 0], [5, 1])
+    with pytest.raises(ValueError, match=re.escape(msg)): call(it)
+
+
+def test_on_real_images_operating_threshold(lt_path):
+    from fastai.vision.all import ImageDataLoaders, vision_learner, set_seed
+    from conftest import tiny_arch
+    from fastai_imbalance.interpret import ImbalanceInterpretation
+    set_seed(0)
+    dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=64, num_workers=0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    with learn.no_bar(): it = ImbalanceInterpretation.from_learner(learn)
+    p, y = learn.get_preds()
+    assert (it.confusion_matrix() == confusion_matrix(y, p.argmax(1), labels=range(10))).all()
+    assert list(it.per_class().train) == [100, 60, 36, 22, 13, 8, 5, 3, 2, 1]
+    with pytest.raises(ValueError, match='the model has 10 classes: pass pos='): learn.threshold_for(specificity=.9)
+    r = it.threshold_for(specificity=.8, pos='9')
+    assert r['specificity'] >= .8
+
+
+def test_operating_threshold_decisions_on_the_rare_positive():
+    from fastai.vision.all import ImageDataLoaders, vision_learner, set_seed
+    from conftest import tiny_arch
+    from fastai_imbalance.datasets import digits_rare
+    dls = ImageDataLoaders.from_folder(digits_rare(), valid='valid', bs=64, num_workers=0)
+    set_seed(0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    with learn.no_bar():
+        r = learn.threshold_for(specificity=0.9, apply=True)
+        _, y, dec = learn.get_preds(with_decoded=True)
+    assert (dec[y == 0] == 0).double().mean() >= 0.9 and (dec[y == 1] == 1).double().mean() == pytest.approx(r['sensitivity'])
+    assert sum(isinstance(c, OperatingThreshold) for c in learn.cbs) == 1
+    learn.threshold_for(sensitivity=0.5, apply=True)  # replaces, never stacks
+    assert sum(isinstance(c, OperatingThreshold) for c in learn.cbs) == 1
