@@ -1,0 +1,63 @@
+"fastai-imbalance-bench: folder checks, a small real run through the CLI code path, outputs."
+import json, re, shutil, subprocess, sys
+import numpy as np, pandas as pd, pytest
+from PIL import Image
+from fastai_imbalance.bench import check_folder, run_bench, summarize, save_results, shot_thresholds, main
+from conftest import tiny_arch
+
+
+def make_folder(root, classes={'a': 3, 'b': 1}):
+    for split in ('train', 'valid'):
+        for c, n in classes.items():
+            (root/split/c).mkdir(parents=True, exist_ok=True)
+            for i in range(n): Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(root/split/c/f'{i}.png')
+    return root
+
+
+def test_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='no such folder'): check_folder(tmp_path/'nope')
+    (tmp_path/'x').mkdir()
+    with pytest.raises(FileNotFoundError, match=re.escape('has no train/ folder')): check_folder(tmp_path/'x')
+    f = make_folder(tmp_path/'y'); (f/'train'/'empty').mkdir()
+    with pytest.raises(ValueError, match=re.escape("class folder(s) with no images in train/: ['empty']")): check_folder(f)
+    g = make_folder(tmp_path/'z'); (g/'valid'/'c').mkdir(); shutil.copy(g/'valid'/'a'/'0.png', g/'valid'/'c'/'0.png')
+    with pytest.raises(ValueError, match=re.escape("valid/ has classes that train/ lacks: ['c']")): check_folder(g)
+    h = make_folder(tmp_path/'h'); (h/'train'/'a'/'broken.png').write_bytes(b'not an image')
+    with pytest.warns(UserWarning, match=r"1 unreadable image\(s\) left out: \['.*broken.png'\]"): files = check_folder(h)
+    assert len(files) == 8 and not any(f.name == 'broken.png' for f in files)
+
+
+def test_shot_thresholds():
+    assert shot_thresholds([5000, 3, 1]) == (100, 20) and shot_thresholds([100, 1]) == (50, 10)
+
+
+def test_small_run_scores_and_outputs(lt_path, tmp_path):
+    res = run_bench('single', str(lt_path), tiny_arch, epochs=1, bs=64, methods=['cross-entropy', 'LogitAdjustedLoss', 'ResampledDL balanced'])
+    assert list(res.method) == ['cross-entropy', 'ResampledDL balanced', 'LogitAdjustedLoss', 'PriorShift(uniform) on cross-entropy']  # in recipe order
+    for c in ('accuracy', 'balanced_accuracy', 'macro_f1', 'kappa', 'macro_auc', 'many_shot', 'medium_shot', 'few_shot', 'wall_s'):
+        assert res[c].notna().all() and (res[c] >= -1).all(), c
+    assert (res.accuracy == res.balanced_accuracy).all()  # the digits' validation set is balanced
+    s = summarize(res)
+    assert list(s.index) == list(res.method) and s.loc['cross-entropy', 'wall time'].endswith(' s')
+    o = save_results(res, tmp_path/'out')
+    j = json.loads((o/'results.json').read_text())
+    assert len(j['runs']) == 4 and j['meta']['train_counts'][0] == 100
+    assert pd.read_csv(o/'results.csv', index_col=0).shape[0] == 4 and (o/'class_counts.png').stat().st_size > 0 and (o/'recall_vs_frequency.png').exists()
+    with pytest.raises(ValueError, match=re.escape("unknown method(s) ['SMOTE']")): run_bench('single', str(lt_path), tiny_arch, epochs=1, methods=['SMOTE'])
+    with pytest.raises(ValueError, match="unknown task 'regression'"): run_bench('regression')
+
+
+def test_rare_and_multilabel_tasks(tmp_path, ml_path):
+    from fastai_imbalance.datasets import digits_rare
+    r = run_bench('rare', str(digits_rare()), tiny_arch, epochs=1, bs=64, methods=['cross-entropy', 'PairwiseAUCLoss + CE'])
+    assert list(r.method) == ['cross-entropy', 'PairwiseAUCLoss + CE'] and r['sens_at_spec_0.9'].between(0, 1).all() and r.auprc.between(0, 1).all()
+    m = run_bench('multilabel', str(ml_path), tiny_arch, epochs=1, bs=64, methods=['BCE', 'BCE full pos_weight'])
+    assert m.pred_over_true.iloc[1] > m.pred_over_true.iloc[0]  # the full pos_weight predicts more labels
+    with pytest.raises(ValueError, match='--task rare needs two classes'): run_bench('rare', str(make_folder(tmp_path/'three', {'a': 2, 'b': 2, 'c': 2})), tiny_arch)
+
+
+def test_console_script_help():
+    exe = shutil.which('fastai-imbalance-bench', path=str(__import__('pathlib').Path(sys.executable).parent))
+    assert exe, 'the console script is declared in settings.ini and installed by pip install -e .'
+    out = subprocess.run([exe, '--help'], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and '--quick' in out.stdout and '--data' in out.stdout
