@@ -11,7 +11,7 @@ import json, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import matplotlib; import matplotlib.pyplot as plt
-from fastcore.script import call_parse, Param, store_true
+from fastcore.script import call_parse, store_true
 from fastprogress.fastprogress import progress_bar
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, MultiCategoryBlock, get_image_files, parent_label, GrandparentSplitter,
                                ColReader, ColSplitter, Resize, vision_learner, set_seed, CrossEntropyLossFlat, BCEWithLogitsLossFlat, verify_images)
