@@ -21,7 +21,8 @@ from .datasets import digits_lt, digits_rare, digits_multilabel
 from .data import ResampledDL
 from .finetune import BalancedFinetune
 from .priorshift import prior_shift_logits, noop_act
-from .metrics import RocAuc, AveragePrecision, SensitivityAtSpecificity
+from .metrics import RocAuc, AveragePrecision, SensitivityAtSpecificity, ConfusionMetric, _prf
+from .interpret import shot_groups
 from .losses import *
 
 
@@ -98,15 +99,17 @@ def shot_thresholds(counts)->tuple:
 def score_single(z, y, train_counts)->dict:
     "Scores of logits `z` against labels `y`"
     p,yp = z.float().softmax(1),z.argmax(1)
-    auc = RocAuc(activation=None); auc.update(p, y)
-    rec = np.array([(yp[y == c] == c).float().mean().item() if (y == c).any() else np.nan for c in range(z.shape[1])])
-    many,few = shot_thresholds(train_counts)
-    grp = lambda m: float(np.nanmean(rec[m])) if (m & ~np.isnan(rec)).any() else np.nan
+    auc,cm = RocAuc(activation=None),ConfusionMetric(activation=None)
+    auc.update(p, y); cm.update(z, y)
+    tp,sup,_ = _prf(cm.state)  # per-class recall from one confusion matrix, not a pass over the items per class
+    rec = torch.where(sup > 0, tp / sup.clamp_min(1), float('nan')).numpy()
+    grp = shot_groups(train_counts, *shot_thresholds(train_counts))
+    shot = lambda g: float(np.nanmean(rec[grp == g])) if ((grp == g) & ~np.isnan(rec)).any() else np.nan
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         return dict(accuracy=accuracy_score(y, yp), balanced_accuracy=balanced_accuracy_score(y, yp), macro_f1=f1_score(y, yp, average='macro'),
-                    kappa=cohen_kappa_score(y, yp), macro_auc=auc.value, many_shot=grp(train_counts > many),
-                    medium_shot=grp((train_counts <= many) & (train_counts >= few)), few_shot=grp(train_counts < few), recall=rec.tolist())
+                    kappa=cohen_kappa_score(y, yp), macro_auc=auc.value, many_shot=shot('many'), medium_shot=shot('medium'), few_shot=shot('few'),
+                    recall=rec.tolist())
 
 def score_rare(z, y, pos:int=1)->dict:
     "Scores of a binary model's logits for the positive class `pos`"
@@ -147,6 +150,9 @@ def run_bench(task:str='single', data=None, arch='resnet18', size:int=32, epochs
               pretrained:bool=False, methods=None, out=None)->pd.DataFrame:
     "Train every method on `task` (with `seeds` seeds) and return one row per run"
     if task not in ('single', 'rare', 'multilabel'): raise ValueError(f"unknown task {task!r}: use 'single', 'rare' or 'multilabel'")
+    for name,v in (('epochs', epochs), ('seeds', seeds), ('bs', bs), ('size', size)):
+        if int(v) != v or v < 1: raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    set_seed(0, reproducible=True)  # the loaders take their shuffling seeds from `random` when they are made
     db,files,dls = load_task(task, data, size, bs)
     counts = class_counts(dls).values
     recipes = (multilabel_methods(dls) if task == 'multilabel' else rare_methods(db, files, dls, bs) if task == 'rare'
@@ -159,8 +165,8 @@ def run_bench(task:str='single', data=None, arch='resnet18', size:int=32, epochs
     rows,ce_logits = [],{}
     pos = list(dls.vocab).index(sorted(dls.vocab, key=lambda v: counts[list(dls.vocab).index(v)])[0]) if task == 'rare' else None  # the rarer class
     for name,s in progress_bar(jobs):
+        set_seed(s, reproducible=True)  # before the recipe: resampled and weighted loaders are made there
         tdls,loss,cbs = recipes[name]()
-        set_seed(s, reproducible=True)
         learn = vision_learner(tdls, arch, pretrained=pretrained, loss_func=loss, cbs=cbs, n_out=len(dls.vocab))
         t = time.perf_counter()
         with learn.no_bar(), learn.no_logging():

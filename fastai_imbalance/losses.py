@@ -37,6 +37,14 @@ class ImbalancedLoss(nn.Module):
     def _buffer(self, name, v):
         self.register_buffer(name, None if v is None else torch.as_tensor(np.asarray(v, dtype=np.float32)))
 
+    def _weights(self, name, v):
+        "A user's per-class weights as a buffer: finite and >= 0, naming the offending values"
+        if v is not None:
+            a = np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
+            bad = ~np.isfinite(a) | (a < 0)
+            if bad.any(): raise ValueError(f"{name} must be finite and >= 0, found {a[bad][:5].tolist()} at positions {np.flatnonzero(bad)[:5].tolist()}")
+        self._buffer(name, v)
+
     def _flat(self, x, y):
         "`(n, C, ...)` outputs and targets flattened to `(N, C)` and `(N,)` / `(N, C)`, with the target kind checked"
         x,y = x.as_subclass(torch.Tensor),y.as_subclass(torch.Tensor)
@@ -73,9 +81,8 @@ class FocalLoss(ImbalancedLoss):
                  **kwargs):
         super().__init__(**kwargs)
         if gamma < 0: raise ValueError(f"gamma must be >= 0, got {gamma}")
-        if alpha is not None and (np.asarray(alpha) < 0).any(): raise ValueError(f"alpha must be >= 0, got {np.asarray(alpha).tolist()[:10]}")
         self.gamma = gamma
-        self._buffer('alpha', alpha)
+        self._weights('alpha', alpha)
 
     def forward(self, x, y):
         x,y = self._flat(x, y)
@@ -118,7 +125,7 @@ class LDAMLoss(ImbalancedLoss):
         m = n ** -0.25
         self.s = s
         self._buffer('margins', m * (max_m / m.max()))
-        self._buffer('weight', weight)
+        self._weights('weight', weight)
 
     def forward(self, x, y):
         x,y = self._flat(x, y)

@@ -215,6 +215,9 @@ def bbse_priors(val_probs, # Calibration-set probabilities, `(n, k)`
 
 
 # %% ../nbs/04_priorshift.ipynb #d56977cc
+def _check_method(method):
+    if method not in ('em', 'bbse'): raise ValueError(f"unknown method {method!r}: use 'em' or 'bbse'")
+
 class PriorShift(Callback):
     "Correct predictions at inference from the training priors to `target` priors (Bayes' rule on the logits)"
     order = 20  # after MixedPrecision has cast predictions back to float
@@ -231,7 +234,7 @@ class PriorShift(Callback):
         if _is(target, 'estimate'):
             if dl is None: raise ValueError("target='estimate' needs the unlabelled target data: PriorShift('estimate', dl=dls.test_dl(items))")
             if calibration is not None or source is not None: raise ValueError("target='estimate' fits its own calibration and source priors: leave `calibration` and `source` unset")
-            if method not in ('em', 'bbse'): raise ValueError(f"unknown method {method!r}: use 'em' or 'bbse'")
+            _check_method(method)
         store_attr()
         self._src = self._tgt = None
 
@@ -292,7 +295,6 @@ def noop_act(x):
 
 def _estimate(vz, vy, tz, method, calibrate, train_dl, **kwargs):
     "Target priors, source priors and calibration from validation logits/labels `vz`,`vy` and target logits `tz`"
-    if method not in ('em', 'bbse'): raise ValueError(f"unknown method {method!r}: use 'em' or 'bbse'")
     ml = vy.ndim == 2
     if method == 'bbse' and ml: raise ValueError("BBSE is single-label: use method='em' for multilabel data")
     cal = _fit_calibration(vz, vy, calibrate) if calibrate else None
@@ -311,7 +313,7 @@ def estimate_priors(self:Learner, dl, # Unlabelled target data (a fastai DataLoa
                     **kwargs, # Passed to `em_priors`
                    )->torch.Tensor:
     "Target priors of `dl`, estimated from the model's predictions; also returns calibration and source in `self.prior_estimate`"
-    if method not in ('em', 'bbse'): raise ValueError(f"unknown method {method!r}: use 'em' or 'bbse'")
+    _check_method(method)  # before any inference
     if len(dl.dataset) == 0: raise ValueError("the unlabelled data set is empty: there is nothing to estimate priors from")
     old = [cb for cb in self.cbs if isinstance(cb, PriorShift)]
     for cb in old: self.remove_cb(cb)

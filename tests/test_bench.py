@@ -36,7 +36,7 @@ def test_small_run_scores_and_outputs(lt_path, tmp_path):
     assert list(res.method) == ['cross-entropy', 'ResampledDL balanced', 'LogitAdjustedLoss', 'PriorShift(uniform) on cross-entropy']  # in recipe order
     for c in ('accuracy', 'balanced_accuracy', 'macro_f1', 'kappa', 'macro_auc', 'many_shot', 'medium_shot', 'few_shot', 'wall_s'):
         assert res[c].notna().all() and (res[c] >= -1).all(), c
-    assert (res.accuracy == res.balanced_accuracy).all()  # the digits' validation set is balanced
+    assert np.allclose(res.accuracy, res.balanced_accuracy, rtol=0, atol=1e-12)  # the digits' validation set is balanced (two float roundings)
     s = summarize(res)
     assert list(s.index) == list(res.method) and s.loc['cross-entropy', 'wall time'].endswith(' s')
     o = save_results(res, tmp_path/'out')
@@ -61,3 +61,25 @@ def test_console_script_help():
     assert exe, 'the console script is declared in settings.ini and installed by pip install -e .'
     out = subprocess.run([exe, '--help'], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and '--quick' in out.stdout and '--data' in out.stdout
+
+
+def test_bad_run_arguments():
+    for kw, msg in ((dict(epochs=0), 'epochs must be a positive integer, got 0'), (dict(seeds=1.5), 'seeds must be a positive integer, got 1.5')):
+        with pytest.raises(ValueError, match=re.escape(msg)): run_bench('single', **kw)
+
+
+def test_shot_recall_from_the_confusion_matrix():
+    import torch
+    from fastai_imbalance.bench import score_single
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 2]); z = torch.eye(3)[[0, 1, 1, 1, 2, 0, 2]] * 4
+    s = score_single(z, y, np.array([300, 50, 5]))
+    assert s['recall'] == pytest.approx([.5, 1., 2 / 3]) and s['many_shot'] == .5 and s['medium_shot'] == 1. and s['few_shot'] == pytest.approx(2 / 3)
+
+
+def test_same_arguments_same_scores(lt_path):
+    import random
+    kw = dict(arch=tiny_arch, epochs=1, bs=64, methods=['ResampledDL balanced'])
+    a = run_bench('single', str(lt_path), **kw)
+    random.random(); random.random()  # whatever state the caller left behind
+    b = run_bench('single', str(lt_path), **kw)
+    assert a.drop(columns=['wall_s']).equals(b.drop(columns=['wall_s']))

@@ -110,7 +110,7 @@ def test_export_round_trip_and_reduction_none(lt_path, tmp_path):
 @pytest.mark.parametrize('call,msg', [
     (lambda: FocalLoss(gamma=-1), "gamma must be >= 0, got -1"),
     (lambda: FocalBCELoss(gamma=-.5), "gamma must be >= 0, got -0.5"),
-    (lambda: FocalLoss(alpha=[1., -1.]), "alpha must be >= 0"),
+    (lambda: FocalLoss(alpha=[1., -1.]), "alpha must be finite and >= 0"),
     (lambda: FocalLoss(alpha=[1., 2., 3.])(X, Y), "FocalLoss: alpha has 3 entries but the model outputs 4 classes"),
     (lambda: LogitAdjustedLoss(counts=[5, 4, 3])(X, Y), "LogitAdjustedLoss: the class counts has 3 entries but the model outputs 4 classes"),
     (lambda: LogitAdjustedLoss(counts=[5, 0, 3, 1]), "class ['1'] has none"),
@@ -135,3 +135,12 @@ def test_batch_level_losses_give_per_item_shares():
         loss.reduction = 'none'
         per = loss(x, t)
         assert per.shape == (len(t),) and torch.allclose(per.sum(), total)
+
+
+@pytest.mark.parametrize('call,msg', [
+    (lambda: FocalLoss(alpha=[1., float('nan'), 2.]), "alpha must be finite and >= 0, found [nan] at positions [1]"),
+    (lambda: FocalLoss(alpha=[1., -1.]), "alpha must be finite and >= 0, found [-1.0] at positions [1]"),
+    (lambda: LDAMLoss(counts=N, weight=[1., 1., float('inf'), 1.]), "weight must be finite and >= 0, found [inf] at positions [2]"),
+])
+def test_bad_weights(call, msg):
+    with pytest.raises(ValueError, match=re.escape(msg)): call()

@@ -161,9 +161,9 @@ def test_multilabel_end_to_end(ml_path):
     import pandas as pd
     from fastai.vision.all import ImageDataLoaders
     df = pd.read_csv(ml_path/'labels.csv', keep_default_na=False)
-    dls = ImageDataLoaders.from_df(df, ml_path, fn_col='fname', label_col='labels', label_delim=' ', valid_col='is_valid', bs=64, num_workers=0)
     from fastai.torch_core import set_seed
-    set_seed(0, reproducible=True)
+    set_seed(0, reproducible=True)  # before the loaders: each takes its shuffling seed from `random` when it is made
+    dls = ImageDataLoaders.from_df(df, ml_path, fn_col='fname', label_col='labels', label_delim=' ', valid_col='is_valid', bs=64, num_workers=0)
     learn = vision_learner(dls, tiny_arch, pretrained=False)
     with learn.no_bar(), learn.no_logging(): learn.fit(2, 3e-3)
     with learn.no_bar(): p0, y = learn.get_preds()
