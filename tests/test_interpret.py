@@ -97,3 +97,82 @@ def test_operating_threshold_decisions_on_the_rare_positive():
     assert sum(isinstance(c, OperatingThreshold) for c in learn.cbs) == 1
     learn.threshold_for(sensitivity=0.5, apply=True)  # replaces, never stacks
     assert sum(isinstance(c, OperatingThreshold) for c in learn.cbs) == 1
+
+
+def _best_fbeta_brute(p, y, beta):
+    "Best F-beta of one label over every candidate threshold (each distinct score, and above the maximum), by scikit-learn"
+    from sklearn.metrics import fbeta_score
+    cands = np.r_[np.unique(p), p.max() + 1]
+    return max(fbeta_score(y, p >= t, beta=beta, zero_division=0) for t in cands)
+
+
+@pytest.mark.parametrize('beta', [0.5, 1., 2.])
+def test_label_thresholds_are_the_best_fbeta(beta):
+    from sklearn.metrics import fbeta_score
+    from fastai_imbalance.interpret import label_thresholds
+    g = np.random.default_rng(int(beta * 10))
+    n, L = 400, 12
+    y = g.random((n, L)) < np.geomspace(0.4, 0.01, L)
+    y[0, -1] = True  # every label has a positive
+    p = np.round(1 / (1 + np.exp(-(g.normal(size=(n, L)) + 1.5 * y - 1))), 2)  # rounded: many ties
+    lt = label_thresholds(torch.tensor(p), torch.tensor(y), beta=beta)
+    for j in range(L):
+        best = _best_fbeta_brute(p[:, j], y[:, j], beta)
+        got = fbeta_score(y[:, j], p[:, j] >= lt.threshold.iloc[j], beta=beta, zero_division=0)
+        assert got == pytest.approx(best, abs=1e-12) and lt[f'f{beta:g}'].iloc[j] == pytest.approx(best, abs=1e-12)
+        assert not np.isclose(p[:, j], lt.threshold.iloc[j]).any()  # halfway between scores: ties cannot straddle it
+    assert (lt[f'f{beta:g}'] >= lt[f'f{beta:g} at 0.5'] - 1e-12).all()
+
+
+def test_label_thresholds_bad_input_and_absent_labels():
+    from fastai_imbalance.interpret import label_thresholds, PerLabelThreshold
+    p, y = torch.rand(10, 3), (torch.rand(10, 3) < .5).long()
+    y[:, 2] = 0
+    with pytest.warns(UserWarning, match=re.escape("1 label(s) with fewer than 1 positive(s) keep threshold 0.5: ['z']")):
+        lt = label_thresholds(p, y, vocab=['x', 'y', 'z'])
+    assert lt.threshold['z'] == .5 and lt.threshold['x'] != .5
+    y[:, 1] = 0; y[:3, 1] = 1
+    with pytest.warns(UserWarning, match=re.escape("2 label(s) with fewer than 4 positive(s) keep threshold 0.5: ['y', 'z']")):
+        lt = label_thresholds(p, y, vocab=['x', 'y', 'z'], min_positives=4)
+    assert (lt.threshold[['y', 'z']] == .5).all()
+    bad = p.clone(); bad[3, 1] = float('nan')
+    for call, msg in [(lambda: label_thresholds(bad, y), 'must be finite and lie in [0, 1], found [nan]'),
+                      (lambda: label_thresholds(p * 2 + 1, y), 'must be finite and lie in [0, 1]'),
+                      (lambda: label_thresholds(p, y[:, :2]), 'of one shape, got (10, 3) and (10, 2)'),
+                      (lambda: label_thresholds(p, y, beta=0), 'beta must be > 0, got 0'),
+                      (lambda: label_thresholds(p, y, vocab=['a']), 'vocab has 1 names for 3 labels'),
+                      (lambda: label_thresholds(p, y, min_positives=0), 'min_positives must be an integer >= 1, got 0'),
+                      (lambda: PerLabelThreshold([.2, 1.]), 'strictly between 0 and 1, got [1.0]'),
+                      (lambda: PerLabelThreshold([[.2, .3]]), 'got (1, 2)')]:
+        with pytest.raises(ValueError, match=re.escape(msg)): call()
+
+
+def test_label_thresholds_on_a_learner(ml_path):
+    "Installed thresholds decide fastai's decoded predictions, survive export, and refuse softmax losses or a moved `thresh`"
+    from fastai.vision.all import DataBlock, ImageBlock, MultiCategoryBlock, ColReader, ColSplitter, Resize, vision_learner, set_seed, BCEWithLogitsLossFlat
+    from fastai.learner import load_learner
+    from conftest import tiny_arch
+    from fastai_imbalance.interpret import PerLabelThreshold
+    from fastai_imbalance.losses import SoftmaxMultilabelLoss, AsymmetricLoss
+    df = pd.read_csv(ml_path/'labels.csv', keep_default_na=False)
+    db = DataBlock((ImageBlock, MultiCategoryBlock), get_x=ColReader('fname', pref=f'{ml_path}/'), get_y=ColReader('labels', label_delim=' '),
+                   splitter=ColSplitter('is_valid'), item_tfms=Resize(32))
+    set_seed(0)
+    dls = db.dataloaders(df, bs=64, num_workers=0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, loss_func=AsymmetricLoss())
+    with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    with learn.no_bar():
+        p0, y = learn.get_preds()
+        lt = learn.label_thresholds(apply=True)
+        learn.label_thresholds(apply=True)  # replaces, never stacks
+        _, _, dec = learn.get_preds(with_decoded=True)
+    assert sum(isinstance(c, PerLabelThreshold) for c in learn.cbs) == 1
+    assert (dec.bool() == (p0 >= torch.tensor(lt.threshold.values, dtype=torch.float32))).all()
+    learn.export(ml_path/'ml.pkl')
+    served = load_learner(ml_path/'ml.pkl')
+    with served.no_bar(): _, _, dec2 = served.get_preds(dl=dls.valid, with_decoded=True)
+    assert (dec2 == dec).all()
+    learn.loss_func = AsymmetricLoss(thresh=.3)
+    with pytest.raises(ValueError, match=re.escape('AsymmetricLoss decides at thresh=0.3')): learn.label_thresholds()
+    learn.loss_func = SoftmaxMultilabelLoss(dls)
+    with pytest.raises(ValueError, match='SoftmaxMultilabelLoss.s activation is not an elementwise sigmoid'): learn.label_thresholds()
