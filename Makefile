@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PIP_INSTALL = pip install -q -c .ci/constraints.txt
 LATEST_FASTAI ?= fastai==2.8.12
 
-.PHONY: install install-latest sync nbtest pytest pytest-latest test docs readme run-nbs demo clean
+.PHONY: install install-latest sync nbtest pytest pytest-latest test docs docs-check chromium readme run-nbs demo clean
 
 $(VENV)/.installed: settings.ini setup.py .ci/constraints.txt
 	$(PY) -m venv $(VENV)
@@ -35,7 +35,7 @@ nbtest: install
 	# one thread per notebook: two notebooks on two cores, each with two torch threads, oversubscribe and run 2-3x slower
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PATH="$(BIN):$$PATH" nbdev_test --n_workers 2 --timing
 
-pytest: install
+pytest: install chromium
 	$(BIN)/python -m pytest tests -q
 
 pytest-latest: install-latest
@@ -43,11 +43,20 @@ pytest-latest: install-latest
 	$(LATEST)/bin/python -m pytest tests -q
 
 # The README's test command: everything CI checks
-test: sync nbtest pytest pytest-latest
+test: sync nbtest docs-check pytest pytest-latest
 
 # Docs pages without Quarto: nbdev's notebook processing, then nbconvert to HTML in _docs/
 docs: install readme
 	$(BIN)/python .ci/build_docs.py
+
+# Debian's Chromium for the docs check (Playwright drives it; no browser download)
+chromium:
+	@command -v /usr/bin/chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || { echo "could not install Debian's chromium package (needs root and the Debian mirror)"; exit 1; }
+
+# Every docs page opened in headless Chromium: fails on an error output or a missing plot; screenshots in _docs/screenshots/
+docs-check: docs chromium
+	$(BIN)/python .ci/check_docs.py
 
 readme: install
 	$(BIN)/python .ci/build_readme.py
