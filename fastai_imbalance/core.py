@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['weight_methods', 'zero_policies', 'item_labels', 'class_counts', 'class_weights', 'pos_weight', 'class_priors',
-           'imbalance_ratio', 'plot_class_counts']
+           'imbalance_ratio', 'plot_class_counts', 'local_inference']
 
 # %% ../nbs/00_core.ipynb #286bd1c8
 import os
 from numbers import Integral
+from contextlib import contextmanager
 import numpy as np, pandas as pd, torch
 from scipy import sparse
 from fastcore.basics import ifnone
@@ -355,3 +356,15 @@ def plot_class_counts(counts, # A `class_counts` result, or several as a dict of
     if len(cs) > 1: ax.legend(bbox_to_anchor=(1.01, 1), loc='upper left', fontsize='small')
     ax.set_title(ifnone(title, f'{len(first)} classes, imbalance ratio {imbalance_ratio(first):.0f}:1'))
     return ax
+
+# %% ../nbs/00_core.ipynb #c0000101
+@contextmanager
+def local_inference(learn):
+    "Within this context, `learn.get_preds` on a rank of a distributed run (outside `distrib_ctx`) returns this rank's predictions, not duplicated all-gathers"
+    inside = any(type(cb).__name__ == 'DistributedTrainer' for cb in learn.cbs)  # in distrib_ctx, fastai's gather is right
+    if inside or int(os.environ.get('WORLD_SIZE', 0)) <= 1: yield learn; return
+    old = os.environ['WORLD_SIZE']
+    os.environ['WORLD_SIZE'] = '1'  # fastai's num_distrib() reads it
+    try: yield learn
+    finally: os.environ['WORLD_SIZE'] = old
+

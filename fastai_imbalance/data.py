@@ -283,8 +283,10 @@ def get_idxs(self:ResampledDL):
 
 @patch
 def new(self:ResampledDL, dataset=None, cls=None, **kwargs):
-    "A copy with the same sampling options (and cached labels, for the same dataset)"
+    "A copy with the same sampling options (and cached labels, for the same dataset); an empty copy is a plain `TfmdDL`"
     if 'shuffled' in kwargs: kwargs['shuffle'] = kwargs.pop('shuffled')  # fastai's `tta` misspells it
+    if dataset is not None and dataset is not self.dataset and len(dataset) == 0 and (cls is None or issubclass(cls, ResampledDL)):
+        cls = TfmdDL  # `learn.export()` empties the loaders (`dls.new_empty()`): nothing to resample, and nothing to refuse
     if cls is None or issubclass(cls, ResampledDL):
         kwargs = merge(self.resample_kwargs, kwargs)
         if dataset is None or dataset is self.dataset: kwargs['_labels_cache'] = (self.labels, self.vocab)

@@ -96,7 +96,7 @@ def before_fit(self:BalancedFinetune):
     self.learn._imb_warmup = False
     if self.skip or not self.in_fit: self.skip = True; return
     self.start = self._stage_start()
-    self.stage,self._lr_max = 'natural',None
+    self.stage,self._lr_max,self._no_step = 'natural',None,[]
     self._saved = dict(base=_unwrap(self.dls.train), loss_func=self.learn.loss_func, rg=[p.requires_grad for p in self.model.parameters()],
                        frozen_idx=getattr(self.learn.opt, 'frozen_idx', None) if self.learn.opt is not None else None,
                        metrics=self.learn.metrics)
@@ -119,6 +119,12 @@ def _check_head(self:BalancedFinetune):
     else: self._stage_loss = self.loss_func
 
 # %% ../nbs/03_finetune.ipynb #518b41fa
+def _sync_from_rank0(params):
+    "Copy rank 0's values of `params` to every rank (a no-op outside distributed training)"
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1): return
+    with torch.no_grad():
+        for p in params: torch.distributed.broadcast(p.data, src=0)
+
 @patch
 def before_epoch(self:BalancedFinetune):
     if self.skip or self.epoch != self.start: return
@@ -128,6 +134,7 @@ def before_epoch(self:BalancedFinetune):
     if self.reinit:
         lin = last_linear(self._head_mod)
         lin.reset_parameters()
+        _sync_from_rank0(lin.parameters())  # each rank drew its own init: DDP synced the weights only when it wrapped the model
         for p in lin.parameters(): self.opt.state.pop(p, None)
     self._set_trainable()
     if self.wd is not None: self.opt.set_hyper('wd', self.wd)
@@ -141,8 +148,12 @@ def _set_trainable(self:BalancedFinetune):
     if self.train_what == 'all': keep = {id(p) for p in params}
     elif self.train_what == 'head': keep = {id(p) for p in self._head}
     else: keep = {id(p) for g in _param_groups(self.learn)[-self.train_what:] for p in g}
+    # Under DDP the set of parameters with gradients is fixed when the model is wrapped: freezing mid-fit would stop DDP's reduction.
+    # There the frozen parameters keep their gradients through backward, and `before_step` drops them before the optimizer sees them.
+    ddp = isinstance(self.learn.model, nn.parallel.DistributedDataParallel)
+    self._no_step = [p for p in params if id(p) not in keep] if ddp else []
     for p in params:
-        p.requires_grad_(id(p) in keep)
+        if not ddp: p.requires_grad_(id(p) in keep)
         if id(p) not in keep: p.grad = None  # fastai's optimizer steps every parameter that has a grad: momentum and weight decay would move it
     self._frozen_bn = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
                        and not any(id(p) in keep for p in m.parameters(recurse=False))]
@@ -162,6 +173,7 @@ def after_batch(self:BalancedFinetune):
 @patch
 def before_step(self:BalancedFinetune):
     if self.skip or self.stage == 'natural': return
+    for p in self._no_step: p.grad = None  # frozen under DDP: reduced, never stepped
     if self.mode == 'drw' and self.lr is None: return  # DRW changes the loss only: the fit's own schedule goes on
     pos = ((self.epoch - self.start) * self.n_iter + self.iter) / ((self.n_epoch - self.start) * self.n_iter)
     for h,lr in zip(self.opt.hypers, self._lr_max):
@@ -178,7 +190,7 @@ def restore(self:BalancedFinetune, learn):
     for p,rg in zip(learn.model.parameters(), s['rg']): p.requires_grad_(rg)
     if learn.opt is not None and s['frozen_idx'] is not None: learn.opt.frozen_idx = s['frozen_idx']
     for m in getattr(self, '_frozen_bn', []): m.train(learn.model.training)
-    self.stage,self._saved,self._stage_dl,self._stage_loss,self._head,self._head_mod,self._frozen_bn,self._replaced = 'natural',None,None,None,None,None,[],None
+    self.stage,self._saved,self._stage_dl,self._stage_loss,self._head,self._head_mod,self._frozen_bn,self._replaced,self._no_step = 'natural',None,None,None,None,None,[],None,[]
 
 # %% ../nbs/03_finetune.ipynb #a263f585
 _fastai_fine_tune = getattr(Learner.fine_tune, '_imb_orig', Learner.fine_tune)

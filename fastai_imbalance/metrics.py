@@ -284,8 +284,8 @@ def class_report(self:Learner, dl=None, # Data to score (default: the validation
                  threshold:float=0.5, # Multilabel decision threshold
                 )->pd.DataFrame:
     "Per-class support, precision, recall and F1 of `self` on `dl`, most frequent training class first"
-    from fastai_imbalance.core import class_counts
-    p,y = self.get_preds(dl=ifnone(dl, self.dls.valid))
+    from fastai_imbalance.core import class_counts, local_inference
+    with local_inference(self): p,y = self.get_preds(dl=ifnone(dl, self.dls.valid))
     m = MacroF1(threshold=threshold, activation=None)
     m.update(p, y)
     return class_report(m.state, self.dls.vocab, class_counts(self.dls.train).values, ml=m.ml)

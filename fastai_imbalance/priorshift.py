@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fastcore.basics import store_attr, ifnone, patch
 from fastai.callback.core import Callback
 from fastai.learner import Learner
-from .core import class_priors
+from .core import class_priors, local_inference
 from .data import ResampledDL, _unwrap
 
 # %% ../nbs/04_priorshift.ipynb #4d9c69f2
@@ -318,8 +318,9 @@ def estimate_priors(self:Learner, dl, # Unlabelled target data (a fastai DataLoa
     old = [cb for cb in self.cbs if isinstance(cb, PriorShift)]
     for cb in old: self.remove_cb(cb)
     try:
-        vz,vy = self.get_preds(dl=ifnone(valid_dl, self.dls.valid), act=noop_act)
-        tz,_ = self.get_preds(dl=dl, act=noop_act)
+        with local_inference(self):
+            vz,vy = self.get_preds(dl=ifnone(valid_dl, self.dls.valid), act=noop_act)
+            tz,_ = self.get_preds(dl=dl, act=noop_act)
     finally:
         for cb in old: self.add_cb(cb)
     pi,src,cal = _estimate(vz, vy, tz, method, calibrate, _unwrap(self.dls.train), **kwargs)

@@ -209,3 +209,19 @@ def test_factories_and_validation_untouched(lt_path):
     with pytest.raises(TypeError, match='unexpected argument'): dls.resampled('balanced', weights=[1])
     # `new` keeps the sampling options
     assert dls.train.new(bs=4).n_draws == 300 and dls.train.new(bs=4).bs == 4
+
+
+def test_export_of_a_resampled_learner(lt_path, tmp_path):
+    "`learn.export()` empties the loaders (`dls.new_empty()`); a resampled training loader must not refuse that (it did: 'the training split is empty')"
+    from fastai.vision.all import vision_learner, load_learner
+    from conftest import tiny_arch
+    set_seed(0)
+    dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=16, num_workers=0).resampled('balanced')
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    learn.export(tmp_path/'resampled.pkl')
+    assert type(learn.dls.train) is ResampledDL  # export put the learner's own loaders back
+    served = load_learner(tmp_path/'resampled.pkl')
+    assert type(served.dls.train) is TfmdDL and len(served.dls.train.dataset) == 0
+    pred, _, probs = served.predict(sorted((lt_path/'valid'/'9').glob('*.png'))[0])
+    assert pred in dls.vocab and abs(float(probs.sum()) - 1) < 1e-5
+    with pytest.raises(ValueError, match='the training split is empty'): ResampledDL(dls.train.dataset.new_empty(), bs=4)

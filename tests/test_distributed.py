@@ -1,5 +1,6 @@
 "Two CPU processes (torch.distributed, gloo) through fastai's DistributedDL: one global resampled draw, sliced per rank."
 import os, socket, json, warnings
+from contextlib import contextmanager
 import numpy as np, pytest, torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -10,11 +11,31 @@ def _free_port():
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
+def spawn_ranks(worker, name, *args, world=2):
+    "Run `worker(rank, world, port, *args)` on `world` gloo ranks; `args[-1]` is the folder where each wrote `{name}{rank}.json`"
+    mp.spawn(worker, args=(world, _free_port(), *map(str, args)), nprocs=world, join=True)
+    return [json.load(open(os.path.join(str(args[-1]), f'{name}{i}.json'))) for i in range(world)]
+
+
+def checksum(model): return float(sum(p.detach().double().sum() for p in model.parameters()))
+
+
+@contextmanager
+def gloo_rank(rank, world, port):
+    "This process as rank `rank` of a gloo group of `world` processes (with the environment fastai and Accelerate read)"
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # ranks × default threads oversubscribe the cores (6x slower on 2)
+    dist.init_process_group('gloo', rank=rank, world_size=world)
+    try: yield
+    finally: dist.destroy_process_group()
+
+
+def dump(out, name, rank, res): json.dump(res, open(os.path.join(out, f'{name}{rank}.json'), 'w'))
+
+
 def _worker(rank, world, port, path, out, epochs):
     warnings.filterwarnings('ignore')
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=world)
-    try:
+    with gloo_rank(rank, world, port):
         from fastai.vision.all import ImageDataLoaders
         from fastai.distributed import DistributedDL
         import fastai_imbalance.data  # noqa: F401  (patches DistributedDL for gloo)
@@ -34,9 +55,7 @@ def _worker(rank, world, port, path, out, epochs):
             res['epochs'].append({'mine': mine, 'full_own': full})
         for xb, yb in ddl:  # a real pass through the wrapped loader
             res['batches'] += 1; res['bs'] = int(xb.shape[0])
-        json.dump(res, open(os.path.join(out, f'rank{rank}.json'), 'w'))
-    finally:
-        dist.destroy_process_group()
+        dump(out, 'rank', rank, res)
 
 
 def test_two_ranks_share_one_resampled_draw(lt_path, tmp_path):
@@ -62,9 +81,7 @@ def test_two_ranks_share_one_resampled_draw(lt_path, tmp_path):
 
 def _fit_worker(rank, world, port, path, out):
     warnings.filterwarnings('ignore')
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
-    dist.init_process_group('gloo', rank=rank, world_size=world)
-    try:
+    with gloo_rank(rank, world, port):
         import sys; sys.path.insert(0, os.path.dirname(__file__))
         from conftest import tiny_arch
         from accelerate import DistributedDataParallelKwargs
@@ -78,23 +95,20 @@ def _fit_worker(rank, world, port, path, out):
             order = 50
             def before_train(self):
                 inner = self.learn.dl.dl if isinstance(self.learn.dl, DistributedDL) else self.learn.dl
-                seen.append([type(self.learn.dl).__name__, type(inner).__name__, len(self.learn.dl),
-                             sum(p.requires_grad for p in self.model.parameters())])
+                body = self.model.module[0] if hasattr(self.model, 'module') else self.model[0]
+                seen.append([type(self.learn.dl).__name__, type(inner).__name__, len(self.learn.dl), checksum(body)])
         learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=BalancedFinetune(epochs=1))
         with learn.distrib_ctx(sync_bn=False, cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]):
             learn.fit(2, cbs=Probe())
         res = dict(seen=seen, restored=type(learn.dls.train).__name__, all_grad=all(p.requires_grad for p in learn.model.parameters()),
-                   checksum=float(sum(p.detach().double().sum() for p in learn.model.parameters())))
-        json.dump(res, open(os.path.join(out, f'fit{rank}.json'), 'w'))
-    finally:
-        dist.destroy_process_group()
+                   checksum=checksum(learn.model), body_end=checksum(learn.model[0]))
+        dump(out, 'fit', rank, res)
 
 
 def test_balanced_finetune_under_ddp(lt_path, tmp_path):
-    mp.spawn(_fit_worker, args=(2, _free_port(), str(lt_path), str(tmp_path)), nprocs=2, join=True)
-    r = [json.load(open(tmp_path/f'fit{i}.json')) for i in range(2)]
+    r = spawn_ranks(_fit_worker, 'fit', lt_path, tmp_path)
     for o in r:
         assert [s[:2] for s in o['seen']] == [['DistributedDL', 'TfmdDL'], ['DistributedDL', 'ResampledDL']]
-        assert o['seen'][1][3] < o['seen'][0][3]  # head only in the stage
+        assert o['seen'][1][3] == pytest.approx(o['body_end'], abs=0) != o['seen'][0][3]  # the body trained in epoch 0, not in the head-only stage
         assert o['restored'] == 'TfmdDL' and o['all_grad']
     assert r[0]['checksum'] == pytest.approx(r[1]['checksum'], rel=1e-6)  # the ranks trained one model

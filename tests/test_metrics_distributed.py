@@ -1,9 +1,7 @@
 "The metrics under two gloo processes (fastai's DistributedDL, an odd validation set so one rank gets a padding row) equal one process's."
-import os, json, warnings
+import os, warnings
 import numpy as np, pytest, torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from test_distributed import _free_port
+from test_distributed import spawn_ranks, gloo_rank, dump
 
 
 def _metrics():
@@ -21,9 +19,7 @@ def _dls(path):
 
 def _worker(rank, world, port, path, out):
     warnings.filterwarnings('ignore')
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
-    dist.init_process_group('gloo', rank=rank, world_size=world)
-    try:
+    with gloo_rank(rank, world, port):
         import sys; sys.path.insert(0, os.path.dirname(__file__))
         from conftest import tiny_arch
         from pathlib import Path
@@ -36,9 +32,7 @@ def _worker(rank, world, port, path, out):
         with learn.distrib_ctx(sync_bn=False, cpu=True):
             vals = learn.validate()[1:]
         local = int(mets[0].state.sum())  # items this rank accumulated, padding dropped
-        json.dump(dict(vals=[float(v) for v in vals], local=local), open(os.path.join(out, f'm{rank}.json'), 'w'))
-    finally:
-        dist.destroy_process_group()
+        dump(out, 'm', rank, dict(vals=[float(v) for v in vals], local=local))
 
 
 def test_metrics_reduce_across_two_ranks(lt_path, tmp_path):
@@ -52,8 +46,7 @@ def test_metrics_reduce_across_two_ranks(lt_path, tmp_path):
     with learn.no_bar(), learn.no_logging(): learn.fit(1)  # weights that rank something
     torch.save(learn.model.state_dict(), tmp_path/'weights.pt')
     with learn.no_bar(): single = [float(v) for v in learn.validate()[1:]]
-    mp.spawn(_worker, args=(2, _free_port(), str(lt_path), str(tmp_path)), nprocs=2, join=True)
-    r = [json.load(open(tmp_path/f'm{i}.json')) for i in range(2)]
+    r = spawn_ranks(_worker, 'm', lt_path, tmp_path)
     assert [o['local'] for o in r] == [250, 249]  # the padding row was dropped
     for o in r: np.testing.assert_allclose(o['vals'], single, rtol=0, atol=1e-9)
     assert len(set(np.round(single, 6))) > 3  # the metrics measured something
