@@ -19,3 +19,7 @@ def tiny_arch(pretrained=False, **kwargs):
     from torch import nn
     from fastai.layers import ConvLayer
     return nn.Sequential(ConvLayer(3, 16, stride=2), ConvLayer(16, 32, stride=2), ConvLayer(32, 64, stride=2), nn.AdaptiveAvgPool2d(1))
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: long statistical runs (still run in CI; deselect with -m "not slow")')
