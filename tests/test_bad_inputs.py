@@ -66,8 +66,10 @@ CASES = [
     ('a class with zero count in the logit-adjusted loss', lambda: LogitAdjustedLoss(counts=[5, 0, 3]), ValueError, "class ['1'] has none"),
     ('NaN focal alpha', lambda: FocalLoss(alpha=[1., float('nan')]), ValueError, "alpha must be finite and >= 0, found [nan] at positions [1]"),
     # --- sampling beyond what a class holds
-    ('undersample target beyond a class without replacement', lambda: rdl(Y10, strategy='oversample', replace=False), ValueError,
-     "asks for 100 draws of class"),
+    ('oversample beyond a class without replacement', lambda: rdl(Y10, strategy='oversample', replace=False), ValueError,
+     "oversample asks for 100 draws of class 9 per epoch, but it has 1 item and sampling is without replacement"),
+    ('undersample n_per_class beyond a class without replacement', lambda: rdl(Y10, strategy='undersample', n_per_class=5, replace=False), ValueError,
+     "undersample asks for 5 draws of class 9 per epoch, but it has 1 item and sampling is without replacement: lower n_per_class"),
     ('explicit targets beyond a class without replacement', lambda: rdl(Y10, targets=[10] * 10, replace=False), ValueError,
      "asks for 10 draws of class"),
     # --- NaN / inf logits
