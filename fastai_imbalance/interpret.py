@@ -172,7 +172,7 @@ def threshold_for(self:Learner, specificity:float=None, sensitivity:float=None, 
                   apply:bool=False, # Install an `OperatingThreshold` so inference decides at the threshold
                  )->dict:
     "The threshold on class `pos`'s probability meeting a target specificity (or sensitivity), with its confusion matrix"
-    for cb in [c for c in self.cbs if isinstance(c, OperatingThreshold)]: self.remove_cb(cb)
+    self.remove_cb(OperatingThreshold)  # fastai removes every callback of the class: tuning never stacks
     interp = ImbalanceInterpretation.from_learner(self, dl=dl)
     r = interp.threshold_for(specificity=specificity, sensitivity=sensitivity, pos=pos)
     if apply: self.add_cb(OperatingThreshold(min(max(r['threshold'], 1e-7), 1 - 1e-7), 1 if pos is None else pos))
@@ -189,6 +189,7 @@ def label_thresholds(probs, # `(n, L)` per-label probabilities
     "Per-label probability thresholds that maximise F-beta on (`probs`, `targs`), with precision, recall and F-beta there and at 0.5"
     p,y = np.asarray(torch.as_tensor(probs).float()),np.asarray(torch.as_tensor(targs)).astype(bool)
     if p.ndim != 2 or p.shape != y.shape: raise ValueError(f"need (n, labels) probabilities and 0/1 targets of one shape, got {p.shape} and {y.shape}")
+    if len(p) == 0: raise ValueError("no items: thresholds need labelled predictions")
     if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1: raise ValueError(f"probabilities must be finite and lie in [0, 1], found {p[~((p >= 0) & (p <= 1))][:5].tolist()}")
     if not beta > 0: raise ValueError(f"beta must be > 0, got {beta}")
     if int(min_positives) != min_positives or min_positives < 1: raise ValueError(f"min_positives must be an integer >= 1, got {min_positives!r}")
@@ -199,7 +200,8 @@ def label_thresholds(probs, # `(n, L)` per-label probabilities
     s,ys = np.take_along_axis(p, o, 0),np.take_along_axis(y, o, 0)
     tp,npos = np.cumsum(ys, 0),y.sum(0)
     b2 = beta ** 2
-    f = (1 + b2) * tp / np.maximum((1 + b2) * tp + b2 * (npos - tp) + (np.arange(1, n + 1)[:, None] - tp), 1)
+    fbeta = lambda tp, npred: (1 + b2) * tp / np.maximum((1 + b2) * tp + b2 * (npos - tp) + (npred - tp), 1)
+    f = fbeta(tp, np.arange(1, n + 1)[:, None])                   # at every cut of the sorted scores
     f[:-1][s[:-1] == s[1:]] = -1                                  # cut only between distinct scores
     k = f.argmax(0)
     cols = np.arange(L)
@@ -210,8 +212,7 @@ def label_thresholds(probs, # `(n, L)` per-label probabilities
         t[few] = .5
     def prf(pred):
         tp_,np_ = (pred & y).sum(0),pred.sum(0)
-        prec,rec = tp_ / np.maximum(np_, 1),tp_ / np.maximum(npos, 1)
-        return prec,rec,(1 + b2) * tp_ / np.maximum((1 + b2) * tp_ + b2 * (npos - tp_) + (np_ - tp_), 1)
+        return tp_ / np.maximum(np_, 1),tp_ / np.maximum(npos, 1),fbeta(tp_, np_)
     (pr,rc,fb),(_,_,f05) = prf(p >= t),prf(p > .5)
     return pd.DataFrame({'threshold': t, 'support': npos, 'precision': pr, 'recall': rc, f'f{beta:g}': fb, f'f{beta:g} at 0.5': f05},
                         index=pd.Index(vocab, name='label'))
@@ -251,7 +252,7 @@ def label_thresholds(self:Learner, dl=None, # Labelled data to choose on (defaul
                     )->pd.DataFrame:
     "Per-label thresholds of a multilabel learner that maximise F-beta on `dl`, optionally installed for inference"
     _check_sigmoid(self)
-    for cb in [c for c in self.cbs if isinstance(c, PerLabelThreshold)]: self.remove_cb(cb)
+    self.remove_cb(PerLabelThreshold)  # fastai removes every callback of the class: tuning never stacks
     with local_inference(self): p,y = self.get_preds(dl=dl)
     if p.shape != y.shape: raise ValueError(f"label_thresholds needs a multilabel learner: predictions {tuple(p.shape)}, targets {tuple(y.shape)}")
     df = label_thresholds(p, y, beta=beta, vocab=self.dls.vocab, min_positives=min_positives)

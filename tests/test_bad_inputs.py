@@ -13,11 +13,10 @@ from fastai_imbalance.priorshift import PriorShift, prior_shift_logits, em_prior
 from fastai_imbalance.metrics import CohenKappa, BalancedAccuracy, MacroF1, RocAuc, AveragePrecision, SensitivityAtSpecificity
 from fastai_imbalance.losses import FocalLoss, LogitAdjustedLoss, AsymmetricLoss, PosWeightBCELoss, ClassBalancedLoss
 from fastai_imbalance.interpret import label_thresholds, OperatingThreshold
+from test_data import dl_from_labels
 
 
-def rdl(y, **kw):
-    "A resampled loader over plain labels (no images)"
-    return ResampledDL(list(range(len(y))), labels=np.asarray(y), bs=kw.pop('bs', 8), num_workers=0, **kw)
+def rdl(y, **kw): return dl_from_labels(np.asarray(y), **kw)  # a resampled loader over plain labels (no images)
 
 def metric_value(m, p, y):
     m.reset(); m.update(torch.as_tensor(p), torch.as_tensor(y)); return m.value
@@ -81,6 +80,7 @@ CASES = [
     ('NaN scores into label thresholds', lambda: label_thresholds(NAN2.sigmoid(), torch.tensor([[0, 1], [1, 0]])), ValueError,
      "must be finite and lie in [0, 1], found [nan]"),
     ('operating threshold of 1', lambda: OperatingThreshold(1.), ValueError, "threshold must lie strictly between 0 and 1, got 1.0"),
+    ('no items for label thresholds', lambda: label_thresholds(torch.empty(0, 3), torch.empty(0, 3)), ValueError, "no items: thresholds need labelled predictions"),
 ]
 
 

@@ -15,9 +15,9 @@ def lt_labels(k=20, n_max=500, ratio=100):
     return np.repeat(np.arange(k), sizes), sizes
 
 
-def dl_from_labels(y, **kw):
+def dl_from_labels(y, bs=16, **kw):
     "A ResampledDL over a plain list data set with given labels"
-    return ResampledDL(list(range(len(y))), labels=y, bs=16, num_workers=0, **kw)
+    return ResampledDL(list(range(len(y))), labels=y, bs=bs, num_workers=0, **kw)
 
 
 def pooled_counts(dl, epochs, k):
