@@ -234,6 +234,24 @@ def class_counts(o, # Anything `item_labels` accepts
 weight_methods = ('balanced', 'inverse', 'sqrt', 'effective', 'none')
 zero_policies = ('raise', 'zero', 'max')
 
+def _plain(t):
+    "`t` as a plain `torch.Tensor` (fastai's `TensorImage`/`TensorCategory` subclasses break `F.cross_entropy` and friends)"
+    return torch.as_tensor(t).as_subclass(torch.Tensor)
+
+def _check_nonneg(v, # Values: a sequence, array or tensor
+                  name:str, # What they are, for the error message
+                  n:int=None, # How many there must be
+                  per:str='class', # What each entry stands for, for the length message
+                 )->np.ndarray: # float64 values
+    "`v` as a 1-d float64 array of `n` finite values >= 0, naming the offending ones"
+    try: a = np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
+    except (TypeError, ValueError): raise ValueError(f"{name} must be numbers, got {str(v.tolist() if hasattr(v, 'tolist') else v)[:80]}") from None
+    if a.ndim != 1: raise ValueError(f"{name} must be 1-d, got shape {a.shape}")
+    if n is not None and len(a) != n: raise ValueError(f"{name} has {len(a)} entries but must have {n}, one per {per}")
+    bad = ~np.isfinite(a) | (a < 0)
+    if bad.any(): raise ValueError(f"{name} must be finite and >= 0, found {a[bad][:5].tolist()} at positions {np.flatnonzero(bad)[:5].tolist()}")
+    return a
+
 def _counts_of(o, counts, **kwargs):
     "Counts from `o` (data or a `class_counts` result) or explicit `counts`"
     if (o is None) == (counts is None): raise ValueError("pass either data (or a `class_counts` result) as `o`, or explicit `counts=`")
@@ -241,10 +259,7 @@ def _counts_of(o, counts, **kwargs):
         if isinstance(o, pd.Series) and o.name == 'count' and 'n_items' in o.attrs: return o
         return class_counts(o, **kwargs)
     c = counts.detach().cpu().numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
-    if c.ndim != 1 or len(c) == 0: raise ValueError(f"counts must be a non-empty 1-d sequence, got shape {c.shape}")
-    if not np.issubdtype(c.dtype, np.number) or np.isnan(c.astype(float)).any() or np.isinf(c.astype(float)).any():
-        raise ValueError(f"counts must be finite numbers, got {c[:10].tolist()}")
-    if (c < 0).any(): raise ValueError(f"counts must be >= 0, found {c[c < 0][:10].tolist()}")
+    if len(_check_nonneg(c, 'counts')) == 0: raise ValueError("counts are empty: pass one count per class")
     idx = counts.index if isinstance(counts, pd.Series) else range(len(c))
     res = pd.Series(c, index=pd.Index(idx, name='class', dtype=object), name='count')
     res.attrs.update(n_items=int(c.sum()), multilabel=False)

@@ -18,7 +18,7 @@ from fastai.callback.core import Callback
 from fastai.learner import Learner
 from fastai.distributed import DistributedDL
 from fasttransform import ItemTransform, Pipeline
-from .core import item_labels, plot_class_counts
+from .core import item_labels, plot_class_counts, _check_nonneg, _plain
 
 # %% ../nbs/02_data.ipynb #cd940841
 def _systematic(p, n:int, rng)->np.ndarray:
@@ -84,11 +84,7 @@ _resample_args = ('strategy', 'n', 'replace', 'n_per_class', 'targets', 'class_w
 
 def _check_weights(w, length, what, match):
     "`w` as a float array of `length` non-negative finite values, not all zero"
-    a = (w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else np.asarray(w)).astype(np.float64)
-    if a.ndim != 1 or len(a) != length:
-        raise ValueError(f"{what} has {a.shape[0] if a.ndim else 'no'} entries but must have {length}, one per {match}")
-    bad = ~np.isfinite(a) | (a < 0)
-    if bad.any(): raise ValueError(f"{what} must be finite and >= 0, found {a[bad][:5].tolist()} at positions {np.flatnonzero(bad)[:5].tolist()}")
+    a = _check_nonneg(w, what, length, match)
     if a.sum() == 0: raise ValueError(f"{what} are all zero: nothing could be drawn")
     return a
 
@@ -438,11 +434,11 @@ class MinorityAugment(ItemTransform):
     def encodes(self, b):
         x,y = b[0],b[-1]
         if self.rare_idx is None or len(self.rare_idx) == 0: return b
-        yt,r = y.as_subclass(torch.Tensor),self.rare_idx.to(y.device)
+        yt,r = _plain(y),self.rare_idx.to(y.device)
         mask = torch.isin(yt, r) if yt.ndim == 1 else (yt[:, r] > 0).any(1)
         if not mask.any(): return b
-        out = x.as_subclass(torch.Tensor).clone()
-        out[mask] = self.pipe(x[mask]).as_subclass(torch.Tensor)
+        out = _plain(x).clone()
+        out[mask] = _plain(self.pipe(x[mask]))
         return (out.as_subclass(type(x)), *b[1:])
 
 # %% ../nbs/02_data.ipynb #a38f7eae

@@ -12,7 +12,7 @@ import numpy as np, torch
 import torch.nn.functional as F
 from torch import nn
 from fastcore.basics import store_attr
-from .core import class_weights, pos_weight, _counts_of, class_counts
+from .core import class_weights, pos_weight, _counts_of, class_counts, _check_nonneg, _plain
 
 
 # %% ../nbs/06_losses.ipynb #l0000006
@@ -39,15 +39,12 @@ class ImbalancedLoss(nn.Module):
 
     def _weights(self, name, v):
         "A user's per-class weights as a buffer: finite and >= 0, naming the offending values"
-        if v is not None:
-            a = np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
-            bad = ~np.isfinite(a) | (a < 0)
-            if bad.any(): raise ValueError(f"{name} must be finite and >= 0, found {a[bad][:5].tolist()} at positions {np.flatnonzero(bad)[:5].tolist()}")
+        if v is not None: _check_nonneg(v, name)
         self._buffer(name, v)
 
     def _flat(self, x, y):
         "`(n, C, ...)` outputs and targets flattened to `(N, C)` and `(N,)` / `(N, C)`, with the target kind checked"
-        x,y = x.as_subclass(torch.Tensor),y.as_subclass(torch.Tensor)
+        x,y = _plain(x),_plain(y)
         if self.multilabel:
             if y.shape != x.shape: raise ValueError(f"{type(self).__name__} is multilabel: targets must be a 0/1 matrix shaped like the outputs {tuple(x.shape)}, got {tuple(y.shape)}"
                                                    + (" (class indices: use a single-label loss)" if y.ndim == x.ndim - 1 else ""))
@@ -144,7 +141,7 @@ class PairwiseAUCLoss(ImbalancedLoss):
         self.margin,self.ce_weight = margin,ce_weight
 
     def forward(self, x, y):
-        x,y = x.as_subclass(torch.Tensor),y.as_subclass(torch.Tensor)
+        x,y = _plain(x),_plain(y)
         if y.is_floating_point() and not ((y == 0) | (y == 1)).all(): raise ValueError("PairwiseAUCLoss is binary: targets must be 0/1")
         if x.ndim == 2 and x.shape[1] > 2: raise ValueError(f"PairwiseAUCLoss is binary: the model outputs {x.shape[1]} classes")
         y = y.reshape(-1).long()

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from fastcore.basics import store_attr, patch, ifnone, camel2snake
 from fastai.learner import Metric, Learner
 
+from .core import _plain
 
 # %% ../nbs/05_metrics.ipynb #m0000006
 def _padding_kept(dl, bs:int)->int:
@@ -129,7 +130,7 @@ class StreamingMetric(Metric):
 
     def update(self, pred:torch.Tensor, targ:torch.Tensor):
         "Add a batch of raw predictions and targets (what `accumulate` does with `learn.pred`, `learn.y`)"
-        pred,targ = torch.as_tensor(pred).as_subclass(torch.Tensor).detach(),torch.as_tensor(targ).as_subclass(torch.Tensor).detach()
+        pred,targ = _plain(pred).detach(),_plain(targ).detach()
         ml = targ.ndim == 2 and targ.shape == pred.shape
         if not ml and targ.ndim != 1: raise ValueError(f"targets of shape {tuple(targ.shape)} fit neither single-label (n,) nor multilabel {tuple(pred.shape)} predictions")
         if len(pred) != len(targ): raise ValueError(f"{len(pred)} predictions for {len(targ)} targets")

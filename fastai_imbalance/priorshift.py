@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fastcore.basics import store_attr, ifnone, patch
 from fastai.callback.core import Callback
 from fastai.learner import Learner
-from .core import class_priors, local_inference
+from .core import class_priors, local_inference, _check_nonneg, _plain
 from .data import ResampledDL, _unwrap
 
 # %% ../nbs/04_priorshift.ipynb #4d9c69f2
@@ -24,11 +24,7 @@ def check_priors(p, # Priors: a sequence, array or tensor of non-negative number
                  multilabel:bool=False, # Per-label prevalences in [0, 1]: no sum constraint
                 )->torch.Tensor: # float64 priors
     "Validate priors, naming the offending value"
-    t = torch.as_tensor(np.asarray(p.detach().cpu() if isinstance(p, torch.Tensor) else p, dtype=np.float64))
-    if t.ndim != 1: raise ValueError(f"{name} must be 1-d, got shape {tuple(t.shape)}")
-    if k is not None and len(t) != k: raise ValueError(f"{name} has {len(t)} entries but the model has {k} classes")
-    bad = ~torch.isfinite(t) | (t < 0)
-    if bad.any(): raise ValueError(f"{name} must be finite and >= 0, found {t[bad][:5].tolist()} at positions {torch.nonzero(bad).flatten()[:5].tolist()}")
+    t = torch.as_tensor(_check_nonneg(p, name, k, 'class of the model'))
     if multilabel:
         if (t > 1).any(): raise ValueError(f"{name} are per-label prevalences and must lie in [0, 1], found {t[t > 1][:5].tolist()}")
         return t
@@ -42,10 +38,6 @@ def check_priors(p, # Priors: a sequence, array or tensor of non-negative number
 
 # %% ../nbs/04_priorshift.ipynb #0d7b7cf7
 def _logit(p): return torch.log(p) - torch.log1p(-p)
-
-def _plain(t):
-    "`t` as a plain float/int tensor (fastai's `TensorImage`/`TensorCategory` subclasses break `F.cross_entropy` and friends)"
-    return torch.as_tensor(t).as_subclass(torch.Tensor)
 
 def _first_bad(t):
     "Where the first NaN/inf of `t` is, and its value"

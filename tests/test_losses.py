@@ -121,7 +121,7 @@ def test_export_round_trip_and_reduction_none(lt_path, tmp_path):
     (lambda: PairwiseAUCLoss()(X, Y), "PairwiseAUCLoss is binary: the model outputs 4 classes"),
     (lambda: SoftmaxMultilabelLoss(), "pass data (to take k"),
     (lambda: FocalLoss(reduction='avg'), "unknown reduction 'avg'"),
-    (lambda: LogitAdjustedLoss(counts=[1, np.nan]), "counts must be finite numbers"),
+    (lambda: LogitAdjustedLoss(counts=[1, np.nan]), "counts must be finite and >= 0, found [nan] at positions [1]"),
     (lambda: AsymmetricLoss(clip=1.), "clip must lie in [0, 1), got 1.0"),
 ])
 def test_bad_input(call, msg):
@@ -140,6 +140,7 @@ def test_batch_level_losses_give_per_item_shares():
 @pytest.mark.parametrize('call,msg', [
     (lambda: FocalLoss(alpha=[1., float('nan'), 2.]), "alpha must be finite and >= 0, found [nan] at positions [1]"),
     (lambda: FocalLoss(alpha=[1., -1.]), "alpha must be finite and >= 0, found [-1.0] at positions [1]"),
+    (lambda: FocalLoss(alpha=0.25), "alpha must be 1-d, got shape ()"),  # torchvision's scalar focal alpha: here alpha is per class
     (lambda: LDAMLoss(counts=N, weight=[1., 1., float('inf'), 1.]), "weight must be finite and >= 0, found [inf] at positions [2]"),
 ])
 def test_bad_weights(call, msg):

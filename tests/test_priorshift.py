@@ -64,7 +64,7 @@ def test_em_warns_on_non_convergence():
 
 @pytest.mark.parametrize('call,msg', [
     (lambda: check_priors([.5, .6]), "sum to 1.1, not 1"),
-    (lambda: check_priors([.5, .5], k=3), "has 2 entries but the model has 3 classes"),
+    (lambda: check_priors([.5, .5], k=3), "has 2 entries but must have 3, one per class of the model"),
     (lambda: check_priors([1.2, -.2]), "found [-0.2] at positions [1]"),
     (lambda: check_priors([np.nan, 1.]), "must be finite"),
     (lambda: check_priors([0., 0.]), "all zero"),
@@ -225,7 +225,7 @@ def test_more_bad_input(call, err, msg):
 def test_bad_priors_and_nan_logits_through_a_learner(lt_path):
     dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=32, num_workers=0)
     learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=PriorShift([.5, .5]))
-    with pytest.raises(ValueError, match=re.escape('target priors has 2 entries but the model has 10 classes')): learn.get_preds()
+    with pytest.raises(ValueError, match=re.escape('target priors has 2 entries but must have 10, one per class of the model')): learn.get_preds()
     learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=PriorShift([.2] * 10))
     with pytest.raises(ValueError, match=re.escape('target priors sum to 2, not 1')): learn.get_preds()
     with pytest.warns(UserWarning, match='summed to 2; rescaled'):
