@@ -341,7 +341,7 @@ def class_priors(o=None, # Data or a `class_counts` result
 # %% ../nbs/00_core.ipynb #05ae6fc0
 def imbalance_ratio(counts:pd.Series)->float:
     "Largest over smallest non-zero class count"
-    v = np.asarray(counts)
+    v = _check_nonneg(counts, 'counts')
     v = v[v > 0]
     if len(v) == 0: raise ValueError("every class has 0 items")
     return float(v.max() / v.min())

@@ -187,7 +187,7 @@ def label_thresholds(probs, # `(n, L)` per-label probabilities
                      min_positives:int=1, # Labels with fewer positives than this keep 0.5 (too few to tune)
                     )->pd.DataFrame:
     "Per-label probability thresholds that maximise F-beta on (`probs`, `targs`), with precision, recall and F-beta there and at 0.5"
-    p,y = np.asarray(torch.as_tensor(probs).float()),np.asarray(torch.as_tensor(targs)).astype(bool)
+    p,y = torch.as_tensor(probs).detach().float().cpu().numpy(),torch.as_tensor(targs).detach().cpu().numpy().astype(bool)
     if p.ndim != 2 or p.shape != y.shape: raise ValueError(f"need (n, labels) probabilities and 0/1 targets of one shape, got {p.shape} and {y.shape}")
     if len(p) == 0: raise ValueError("no items: thresholds need labelled predictions")
     if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1: raise ValueError(f"probabilities must be finite and lie in [0, 1], found {p[~((p >= 0) & (p <= 1))][:5].tolist()}")

@@ -39,8 +39,7 @@ class ImbalancedLoss(nn.Module):
 
     def _weights(self, name, v):
         "A user's per-class weights as a buffer: finite and >= 0, naming the offending values"
-        if v is not None: _check_nonneg(v, name)
-        self._buffer(name, v)
+        self._buffer(name, None if v is None else _check_nonneg(v, name))  # validated on the CPU: a CUDA tensor works too
 
     def _flat(self, x, y):
         "`(n, C, ...)` outputs and targets flattened to `(N, C)` and `(N,)` / `(N, C)`, with the target kind checked"

@@ -147,3 +147,18 @@ def test_same_seed_same_draw_and_metrics():
     p = torch.rand(300, 10, generator=g); y = torch.randint(0, 10, (300,), generator=g)
     ms = lambda: [metric_value(m, p, y) for m in (CohenKappa(), MacroF1(), RocAuc(), SensitivityAtSpecificity(.9, pos=3))]
     assert ms() == ms()
+
+
+def test_tensors_numpy_cannot_read_directly():
+    "Weights, priors, counts and scores as tensors that `np.asarray` refuses (requiring grad here; on a GPU, CUDA tensors take the same path)"
+    w = torch.tensor([1., 2., 3.], requires_grad=True)
+    with pytest.raises((RuntimeError, TypeError)): np.asarray(w)  # what the library must not do with them
+    l = FocalLoss(alpha=w)
+    assert l.alpha.dtype == torch.float32 and not l.alpha.requires_grad and l.alpha.tolist() == [1., 2., 3.]
+    assert torch.isfinite(l(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))).all()
+    assert check_priors((w / w.sum()), 3).tolist() == pytest.approx([1 / 6, 2 / 6, 3 / 6])
+    assert class_weights(counts=w).shape == (3,) and imbalance_ratio(torch.tensor([100, 0, 1])) == 100
+    p = torch.rand(20, 2, requires_grad=True); y = torch.rand(20, 2) < .5
+    assert label_thresholds(p, y).shape[0] == 2
+    with pytest.raises(ValueError, match=re.escape("counts must be finite and >= 0, found [-1.0] at positions [1]")):
+        imbalance_ratio(pd.Series([3, -1]))  # a negative count used to be dropped silently
