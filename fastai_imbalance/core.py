@@ -21,6 +21,10 @@ from pathlib import Path
 from fasttransform import Transform
 
 # %% ../nbs/00_core.ipynb #54c83178
+def _numpy(v, dtype=None):
+    "`v` as a numpy array; a tensor is detached and moved to the CPU first (numpy refuses CUDA tensors and tensors that require grad)"
+    return np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=dtype)
+
 def _plain_fn(t):
     "The function that `Transform` `t` wraps, where calling it directly is equivalent; else `t` itself"
     if type(t) is not Transform or getattr(t, 'split_idx', None) is not None: return t
@@ -160,7 +164,7 @@ def _plain_labels(o, vocab=None):
         return m, list(ifnone(vocab, range(k)))
     if isinstance(o, pd.Series) and isinstance(o.dtype, pd.CategoricalDtype) and vocab is None:
         vocab = list(o.cat.categories)
-    if isinstance(o, torch.Tensor): o = o.detach().cpu().numpy()
+    if isinstance(o, torch.Tensor): o = _numpy(o)
     if not isinstance(o, np.ndarray) and _is_label_lists(o):
         vocab = list(ifnone(vocab, sorted({x for r in o for x in r})))
         return _multi_lookup(vocab, [list(r) for r in o]), vocab
@@ -244,7 +248,7 @@ def _check_nonneg(v, # Values: a sequence, array or tensor
                   per:str='class', # What each entry stands for, for the length message
                  )->np.ndarray: # float64 values
     "`v` as a 1-d float64 array of `n` finite values >= 0, naming the offending ones"
-    try: a = np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
+    try: a = _numpy(v, np.float64)
     except (TypeError, ValueError): raise ValueError(f"{name} must be numbers, got {str(v.tolist() if hasattr(v, 'tolist') else v)[:80]}") from None
     if a.ndim != 1: raise ValueError(f"{name} must be 1-d, got shape {a.shape}")
     if n is not None and len(a) != n: raise ValueError(f"{name} has {len(a)} entries but must have {n}, one per {per}")
@@ -258,7 +262,7 @@ def _counts_of(o, counts, **kwargs):
     if counts is None:
         if isinstance(o, pd.Series) and o.name == 'count' and 'n_items' in o.attrs: return o
         return class_counts(o, **kwargs)
-    c = counts.detach().cpu().numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
+    c = _numpy(counts)
     if len(_check_nonneg(c, 'counts')) == 0: raise ValueError("counts are empty: pass one count per class")
     idx = counts.index if isinstance(counts, pd.Series) else range(len(c))
     res = pd.Series(c, index=pd.Index(idx, name='class', dtype=object), name='count')

@@ -12,7 +12,7 @@ from fastcore.basics import patch, ifnone, store_attr, noop
 from fastai.learner import Learner
 from fastai.interpret import ClassificationInterpretation
 from sklearn.metrics import roc_curve, precision_recall_curve
-from .core import class_counts, local_inference
+from .core import class_counts, local_inference, _numpy
 from .metrics import class_report
 
 
@@ -187,7 +187,7 @@ def label_thresholds(probs, # `(n, L)` per-label probabilities
                      min_positives:int=1, # Labels with fewer positives than this keep 0.5 (too few to tune)
                     )->pd.DataFrame:
     "Per-label probability thresholds that maximise F-beta on (`probs`, `targs`), with precision, recall and F-beta there and at 0.5"
-    p,y = torch.as_tensor(probs).detach().float().cpu().numpy(),torch.as_tensor(targs).detach().cpu().numpy().astype(bool)
+    p,y = _numpy(probs, np.float32),_numpy(targs).astype(bool)
     if p.ndim != 2 or p.shape != y.shape: raise ValueError(f"need (n, labels) probabilities and 0/1 targets of one shape, got {p.shape} and {y.shape}")
     if len(p) == 0: raise ValueError("no items: thresholds need labelled predictions")
     if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1: raise ValueError(f"probabilities must be finite and lie in [0, 1], found {p[~((p >= 0) & (p <= 1))][:5].tolist()}")
@@ -224,7 +224,7 @@ class PerLabelThreshold(Callback):  # not `LabelThresholds`: fastai would attach
     order = 25  # after PriorShift
     def __init__(self, thresholds, # One probability threshold per label, each strictly between 0 and 1
                 ):
-        t = torch.as_tensor(np.asarray(thresholds, dtype=np.float64))
+        t = torch.as_tensor(_numpy(thresholds, np.float64))
         if t.ndim != 1 or not ((t > 0) & (t < 1)).all(): raise ValueError(f"thresholds must be a vector of values strictly between 0 and 1, got {t[~((t > 0) & (t < 1))][:5].tolist() if t.ndim == 1 else tuple(t.shape)}")
         self.thresholds = t
 

@@ -160,5 +160,7 @@ def test_tensors_numpy_cannot_read_directly():
     assert class_weights(counts=w).shape == (3,) and imbalance_ratio(torch.tensor([100, 0, 1])) == 100
     p = torch.rand(20, 2, requires_grad=True); y = torch.rand(20, 2) < .5
     assert label_thresholds(p, y).shape[0] == 2
+    from fastai_imbalance.interpret import PerLabelThreshold
+    assert PerLabelThreshold(torch.tensor([.3, .6], requires_grad=True)).thresholds.tolist() == pytest.approx([.3, .6])
     with pytest.raises(ValueError, match=re.escape("counts must be finite and >= 0, found [-1.0] at positions [1]")):
         imbalance_ratio(pd.Series([3, -1]))  # a negative count used to be dropped silently

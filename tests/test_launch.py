@@ -3,6 +3,8 @@ import os, re, subprocess, sys
 from pathlib import Path
 import pytest
 
+from test_distributed import _free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -11,7 +13,8 @@ def test_torchrun_two_processes(tmp_path):
     if not torchrun.exists(): pytest.skip('torchrun not installed next to this python')
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'}
     # the documented command plus torchrun's own per-rank stdout files: two ranks printing to one pipe interleave their lines
-    cmd = [str(torchrun), '--nproc_per_node', '2', '--log-dir', str(tmp_path/'logs'), '--redirects', '1',
+    # (and a free port: the default 29500 may be taken on a shared machine)
+    cmd = [str(torchrun), '--nproc_per_node', '2', '--master-port', str(_free_port()), '--log-dir', str(tmp_path/'logs'), '--redirects', '1',
            str(ROOT/'examples'/'train_distributed.py'), '--epochs', '4', '--out', str(tmp_path/'out')]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
