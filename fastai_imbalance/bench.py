@@ -15,13 +15,12 @@ from fastcore.script import call_parse, store_true
 from fastprogress.fastprogress import progress_bar
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, MultiCategoryBlock, get_image_files, parent_label, GrandparentSplitter,
                                ColReader, ColSplitter, Resize, vision_learner, set_seed, CrossEntropyLossFlat, BCEWithLogitsLossFlat, verify_images)
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, cohen_kappa_score
 from .core import class_counts, class_weights, class_priors, pos_weight
 from .datasets import digits_lt, digits_rare, digits_multilabel
 from .data import ResampledDL
 from .finetune import BalancedFinetune
 from .priorshift import prior_shift_logits, noop_act
-from .metrics import RocAuc, AveragePrecision, SensitivityAtSpecificity, ConfusionMetric, _prf
+from .metrics import RocAuc, AveragePrecision, SensitivityAtSpecificity, BalancedAccuracy, MacroF1, CohenKappa
 from .interpret import shot_groups
 from .losses import *
 
@@ -96,38 +95,33 @@ def shot_thresholds(counts)->tuple:
     top = float(np.max(counts))
     return (100., 20.) if top >= 200 else (top / 2, top / 10)
 
+def _values(metrics:dict, *batch)->dict:
+    "Each metric's value on one batch (the library's own definitions; the metrics' warnings about absent classes are left to the tables)"
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        for m in metrics.values(): m.update(*batch)
+        return {k: m.value for k,m in metrics.items()}
+
 def score_single(z, y, train_counts)->dict:
-    "Scores of logits `z` against labels `y`"
-    p,yp = z.float().softmax(1),z.argmax(1)
-    auc,cm = RocAuc(activation=None),ConfusionMetric(activation=None)
-    auc.update(p, y); cm.update(z, y)
-    tp,sup,_ = _prf(cm.state)  # per-class recall from one confusion matrix, not a pass over the items per class
+    "Scores of logits `z` against labels `y`, with this library's metrics"
+    f1 = MacroF1()
+    out = _values(dict(balanced_accuracy=BalancedAccuracy(), macro_f1=f1, kappa=CohenKappa(), macro_auc=RocAuc()), z, y)
+    tp,sup,_ = f1.counts  # per-class recall from the metric's counts, not a pass over the items per class
     rec = torch.where(sup > 0, tp / sup.clamp_min(1), float('nan')).numpy()
     grp = shot_groups(train_counts, *shot_thresholds(train_counts))
     shot = lambda g: float(np.nanmean(rec[grp == g])) if ((grp == g) & ~np.isnan(rec)).any() else np.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        return dict(accuracy=accuracy_score(y, yp), balanced_accuracy=balanced_accuracy_score(y, yp), macro_f1=f1_score(y, yp, average='macro'),
-                    kappa=cohen_kappa_score(y, yp), macro_auc=auc.value, many_shot=shot('many'), medium_shot=shot('medium'), few_shot=shot('few'),
-                    recall=rec.tolist())
+    return dict(accuracy=float((z.argmax(1) == y).double().mean()), **out, many_shot=shot('many'), medium_shot=shot('medium'), few_shot=shot('few'),
+                recall=rec.tolist())
 
 def score_rare(z, y, pos:int=1)->dict:
     "Scores of a binary model's logits for the positive class `pos`"
-    p = z.float().softmax(1)
-    out = {}
-    for name,m in (('auc', RocAuc(activation=None, pos=pos)), ('auprc', AveragePrecision(activation=None, pos=pos)),
-                   ('sens_at_spec_0.9', SensitivityAtSpecificity(0.9, activation=None, pos=pos))):
-        m.update(p, y); out[name] = m.value
-    out['balanced_accuracy'] = balanced_accuracy_score(y, z.argmax(1))
-    return out
+    return _values({'auc': RocAuc(pos=pos), 'auprc': AveragePrecision(pos=pos), 'sens_at_spec_0.9': SensitivityAtSpecificity(0.9, pos=pos),
+                    'balanced_accuracy': BalancedAccuracy()}, z, y)
 
 def score_multilabel(probs, y, decoded)->dict:
     "Scores of multilabel probabilities and decoded predictions"
-    ap,auc = AveragePrecision(activation=None),RocAuc(activation=None)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        ap.update(probs, y); auc.update(probs, y)
-        return dict(macro_auprc=ap.value, macro_auc=auc.value, pred_over_true=float(decoded.float().sum() / y.sum()))
+    return dict(**_values(dict(macro_auprc=AveragePrecision(activation=None), macro_auc=RocAuc(activation=None)), probs, y),
+                pred_over_true=float(decoded.float().sum() / y.sum()))
 
 
 # %% ../nbs/08_bench.ipynb #b0000011

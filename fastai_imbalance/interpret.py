@@ -13,7 +13,7 @@ from fastai.learner import Learner
 from fastai.interpret import ClassificationInterpretation
 from sklearn.metrics import roc_curve, precision_recall_curve
 from .core import class_counts, local_inference, _numpy
-from .metrics import class_report
+from .metrics import class_report, confusion_counts
 
 
 # %% ../nbs/07_interpret.ipynb #i0000005
@@ -43,7 +43,7 @@ class ImbalanceInterpretation(ClassificationInterpretation):
 
     def per_class(self)->pd.DataFrame:
         "Support, predicted count, precision, recall and F1 of each class, most frequent training class first"
-        return class_report(torch.as_tensor(self.confusion_matrix()), self.vocab, self.train_counts.values)
+        return class_report(confusion_counts(self.confusion_matrix()), self.vocab, self.train_counts.values)
 
 
 # %% ../nbs/07_interpret.ipynb #i0000006

@@ -106,10 +106,10 @@ def test_class_with_one_image_is_drawn_evenly():
 
 def test_class_absent_from_valid_is_skipped_with_a_warning_or_raises():
     p, y = torch.tensor([[.8, .1, .1], [.2, .7, .1], [.6, .3, .1]]), torch.tensor([0, 1, 0])  # class 2 has no validation item
-    with pytest.warns(UserWarning, match=re.escape("roc_auc: skipped class 2, absent from the validation targets (absent='skip')")):
+    with pytest.warns(UserWarning, match=re.escape("roc_auc: skipped class 2, which has no positive or no negative in the targets, which scikit-learn refuses to score (absent='skip')")):
         v = metric_value(RocAuc(), p, y)
     assert v == pytest.approx(1.0)  # averaged over classes 0 and 1 only, never a 0 for class 2
-    with pytest.raises(ValueError, match=re.escape("roc_auc: class 2 has no positive (or no negative) validation item, so it is undefined")):
+    with pytest.raises(ValueError, match=re.escape("roc_auc: class 2 has no positive or no negative in the targets, so the metric is undefined for it")):
         metric_value(RocAuc(absent='raise'), p, y)
 
 

@@ -21,11 +21,11 @@ def checksum(model): return float(sum(p.detach().double().sum() for p in model.p
 
 
 @contextmanager
-def gloo_rank(rank, world, port):
-    "This process as rank `rank` of a gloo group of `world` processes (with the environment fastai and Accelerate read)"
+def gloo_rank(rank, world, port, timeout=None):
+    "This process as rank `rank` of a gloo group of `world` processes (with the environment fastai and Accelerate read); `timeout`: collectives fail instead of hanging"
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # ranks × default threads oversubscribe the cores (6x slower on 2)
-    dist.init_process_group('gloo', rank=rank, world_size=world)
+    dist.init_process_group('gloo', rank=rank, world_size=world, **({} if timeout is None else dict(timeout=timeout)))
     try: yield
     finally: dist.destroy_process_group()
 
