@@ -51,7 +51,7 @@ def check_folder(path:Path, verify:bool=True)->list:
 
 # %% ../nbs/08_bench.ipynb #b0000007
 def single_label_methods(db, files, dls, bs:int)->dict:
-    "Recipes name -> () -> (dls, loss, cbs) for a single-label task"
+    "Recipes name -> () -> (dls, loss, cbs) or (dls, loss, cbs, setup), `setup(learn)` changing the model, for a single-label task"
     counts = class_counts(dls).values.astype(float)
     lbl = {v: i for i,v in enumerate(dls.vocab)}
     wgts = np.array([1 / counts[lbl[parent_label(f)]] for f in files])  # fastai's WeightedDL: p(item) ∝ 1/n_class
@@ -66,7 +66,9 @@ def single_label_methods(db, files, dls, bs:int)->dict:
         'LogitAdjustedLoss': lambda: (dls, LogitAdjustedLoss(dls), []),
         'BalancedFinetune (cRT)': lambda: (dls, ce(), [BalancedFinetune()]),
         'PriorShift(uniform) on cross-entropy': None,  # post hoc, from the cross-entropy run
-        'combined: LDAM + BalancedFinetune(drw)': lambda: (dls, LDAMLoss(dls), [BalancedFinetune(mode='drw', loss_func=LDAMLoss(dls, weight=class_weights(dls, 'effective', beta=.9999)))]),
+        # LDAM as in Cao et al.: a cosine classifier, s=30, deferred re-weighting with effective-number weights (beta 0.9999)
+        'combined: LDAM + BalancedFinetune(drw)': lambda: (dls, LDAMLoss(dls), [BalancedFinetune(mode='drw', loss_func=LDAMLoss(dls, weight=class_weights(dls, 'effective', beta=.9999)))],
+                                                           lambda learn: cosine_classifier(learn.model)),
     }
 
 def rare_methods(db, files, dls, bs:int)->dict:
@@ -160,8 +162,9 @@ def run_bench(task:str='single', data=None, arch='resnet18', size:int=32, epochs
     pos = list(dls.vocab).index(sorted(dls.vocab, key=lambda v: counts[list(dls.vocab).index(v)])[0]) if task == 'rare' else None  # the rarer class
     for name,s in progress_bar(jobs):
         set_seed(s, reproducible=True)  # before the recipe: resampled and weighted loaders are made there
-        tdls,loss,cbs = recipes[name]()
+        tdls,loss,cbs,*setup = recipes[name]()
         learn = vision_learner(tdls, arch, pretrained=pretrained, loss_func=loss, cbs=cbs, n_out=len(dls.vocab))
+        for f in setup: f(learn)
         t = time.perf_counter()
         with learn.no_bar(), learn.no_logging():
             learn.fit_one_cycle(epochs, lr)

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['weight_methods', 'zero_policies', 'item_labels', 'class_counts', 'class_weights', 'pos_weight', 'class_priors',
-           'imbalance_ratio', 'plot_class_counts', 'local_inference']
+           'imbalance_ratio', 'plot_class_counts', 'local_inference', 'at_inference']
 
 # %% ../nbs/00_core.ipynb #286bd1c8
 import os
@@ -387,3 +387,7 @@ def local_inference(learn):
     try: yield learn
     finally: os.environ['WORLD_SIZE'] = old
 
+
+def at_inference(learn)->bool:
+    "True while `learn` predicts (`get_preds`, `predict`, `tta`, an interpretation: fastai has attached its `GatherPredsCallback`), False in training and in validation passes (`fit`'s, `validate`)"
+    return hasattr(learn, 'gather_preds') and not getattr(learn, 'training', False)

@@ -150,16 +150,18 @@ def threshold_for(self:ImbalanceInterpretation, specificity:float=None, sensitiv
 
 # %% ../nbs/07_interpret.ipynb #i0000009
 from fastai.callback.core import Callback
+from .core import at_inference
 
 class OperatingThreshold(Callback):
-    "At inference, shift the positive class's logit so that argmax decisions (predict, decoded preds, metrics) fall at probability `threshold`"
+    "At inference, shift the positive class's logit so that argmax decisions (`predict`, decoded `get_preds`, `tta`) fall at probability `threshold`"
     order = 25  # after PriorShift
-    def __init__(self, threshold:float, pos:int=1):
+    def __init__(self, threshold:float, pos:int=1,
+                 in_validation:bool=False): # Also shift validation passes (`fit`'s and `validate`'s loss and metrics)
         if not 0 < threshold < 1: raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
         store_attr()
 
     def after_pred(self):
-        if self.training: return
+        if self.training or not (self.in_validation or at_inference(self.learn)): return
         z = self.learn.pred
         if z.ndim != 2 or z.shape[1] != 2: raise ValueError(f"OperatingThreshold needs a two-class model, got outputs of shape {tuple(z.shape)}")
         shift = torch.zeros(2, dtype=z.dtype, device=z.device)
@@ -220,16 +222,16 @@ def label_thresholds(probs, # `(n, L)` per-label probabilities
 
 # %% ../nbs/07_interpret.ipynb #i0000124
 class PerLabelThreshold(Callback):  # not `LabelThresholds`: fastai would attach it as `learn.label_thresholds`, hiding the method
-    "At inference, shift each label's logit by -logit(t_label), so decisions at 0.5 (the loss's `decodes`, metrics) fall at each label's threshold"
+    "At inference, shift each label's logit by -logit(t_label), so decisions at 0.5 (the loss's `decodes`) fall at each label's threshold"
     order = 25  # after PriorShift
     def __init__(self, thresholds, # One probability threshold per label, each strictly between 0 and 1
-                ):
+                 in_validation:bool=False): # Also shift validation passes (`fit`'s and `validate`'s loss and metrics)
         t = torch.as_tensor(_numpy(thresholds, np.float64))
         if t.ndim != 1 or not ((t > 0) & (t < 1)).all(): raise ValueError(f"thresholds must be a vector of values strictly between 0 and 1, got {t[~((t > 0) & (t < 1))][:5].tolist() if t.ndim == 1 else tuple(t.shape)}")
-        self.thresholds = t
+        self.thresholds,self.in_validation = t,in_validation
 
     def after_pred(self):
-        if self.training: return
+        if self.training or not (self.in_validation or at_inference(self.learn)): return
         z = self.learn.pred
         if z.ndim != 2 or z.shape[1] != len(self.thresholds):
             raise ValueError(f"PerLabelThreshold holds {len(self.thresholds)} thresholds, the model outputs shape {tuple(z.shape)}")

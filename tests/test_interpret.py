@@ -91,9 +91,21 @@ def test_operating_threshold_decisions_on_the_rare_positive():
     learn = vision_learner(dls, tiny_arch, pretrained=False)
     with learn.no_bar(), learn.no_logging(): learn.fit(1)
     with learn.no_bar():
+        before = learn.validate()
         r = learn.threshold_for(specificity=0.9, apply=True)
         _, y, dec = learn.get_preds(with_decoded=True)
+        after = learn.validate()
     assert (dec[y == 0] == 0).double().mean() >= 0.9 and (dec[y == 1] == 1).double().mean() == pytest.approx(r['sensitivity'])
+    assert list(map(float, after)) == list(map(float, before))  # validation (a later fit's valid loss and metrics) sees the model's own logits
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, lr=0.)  # a later fit: its valid loss is the plain model's
+    fit_valid = learn.recorder.values[-1][1]
+    th = [c for c in learn.cbs if isinstance(c, OperatingThreshold)][0]
+    learn.remove_cb(th)
+    with learn.no_bar(): plain = learn.validate()
+    learn.add_cb(th)
+    assert fit_valid == pytest.approx(plain[0], abs=1e-6)
+    with learn.no_bar(): shifted = learn.validate(cbs=OperatingThreshold(r['threshold'], in_validation=True))
+    assert shifted[0] != pytest.approx(plain[0], abs=1e-6)  # asked for: the validation loss is computed on the shifted logits
     assert sum(isinstance(c, OperatingThreshold) for c in learn.cbs) == 1
     learn.threshold_for(sensitivity=0.5, apply=True)  # replaces, never stacks
     assert sum(isinstance(c, OperatingThreshold) for c in learn.cbs) == 1
@@ -163,9 +175,11 @@ def test_label_thresholds_on_a_learner(ml_path):
     with learn.no_bar(), learn.no_logging(): learn.fit(1)
     with learn.no_bar():
         p0, y = learn.get_preds()
+        v0 = learn.validate()
         lt = learn.label_thresholds(apply=True)
         learn.label_thresholds(apply=True)  # replaces, never stacks
         _, _, dec = learn.get_preds(with_decoded=True)
+        assert list(map(float, learn.validate())) == list(map(float, v0))  # validation: the model's own logits
     assert sum(isinstance(c, PerLabelThreshold) for c in learn.cbs) == 1
     assert (dec.bool() == (p0 >= torch.tensor(lt.threshold.values, dtype=torch.float32))).all()
     learn.export(ml_path/'ml.pkl')

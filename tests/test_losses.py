@@ -1,11 +1,12 @@
-"Each loss against its paper's formula on small tensors, gradients (gradcheck, float64), buffers, export, and bad input."
+"""Each loss against its paper's formula on small tensors, fastai's conventions (FocalLoss's arguments, BCEWithLogitsLossFlat's reduction, y_int),
+the weights in reduction='none', finite gradients at confident logits, gradcheck (float64), buffers, export, and bad input."""
 import re
 import numpy as np, pytest, torch
 import torch.nn.functional as F
 from sklearn.metrics import cohen_kappa_score
 from fastai_imbalance.core import class_weights
 from fastai_imbalance.losses import (FocalLoss, ClassBalancedLoss, LogitAdjustedLoss, BalancedSoftmaxLoss, LDAMLoss, PairwiseAUCLoss, SoftKappaLoss,
-                                     PosWeightBCELoss, FocalBCELoss, AsymmetricLoss, SoftmaxMultilabelLoss)
+                                     PosWeightBCELoss, FocalBCELoss, AsymmetricLoss, SoftmaxMultilabelLoss, NormedLinear, cosine_classifier)
 
 g = torch.Generator().manual_seed(0)
 X = torch.randn(12, 4, generator=g, dtype=torch.float64)
@@ -32,10 +33,11 @@ def test_logit_adjusted_balanced_softmax_ldam_formulas():
         assert torch.allclose(LogitAdjustedLoss(counts=N, tau=tau).double()(X, Y), F.cross_entropy(X + tau * torch.log(n / n.sum()), Y))
     assert torch.allclose(BalancedSoftmaxLoss(counts=N).double()(X, Y), F.cross_entropy(X + torch.log(n), Y))
     m = n ** -.25; m = m * .4 / m.max()
-    z = X.clone(); z[torch.arange(12), Y] -= m[Y]
-    assert torch.allclose(LDAMLoss(counts=N, max_m=.4, s=30.).double()(X, Y), F.cross_entropy(30 * z, Y))
+    C = X.tanh()  # cosine logits, as a normalised classifier gives
+    z = C.clone(); z[torch.arange(12), Y] -= m[Y]
+    assert torch.allclose(LDAMLoss(counts=N, max_m=.4).double()(C, Y), F.cross_entropy(30 * z, Y))  # the paper's s=30
     w = torch.tensor([1., 1., 2., 3.], dtype=torch.float64)
-    assert torch.allclose(LDAMLoss(counts=N, weight=w).double()(X, Y), F.cross_entropy(X - F.one_hot(Y, 4) * (n ** -.25 * .5 / (n ** -.25).max())[Y][:, None], Y, weight=w))
+    assert torch.allclose(LDAMLoss(counts=N, weight=w, s=1.).double()(X, Y), F.cross_entropy(X - F.one_hot(Y, 4) * (n ** -.25 * .5 / (n ** -.25).max())[Y][:, None], Y, weight=w))
 
 
 def test_auc_and_kappa_surrogates():
@@ -55,20 +57,26 @@ def test_auc_and_kappa_surrogates():
 def test_multilabel_formulas():
     n_pos = YM.sum(0); n = 12
     pw = ((n - n_pos) / n_pos) ** .5
-    assert torch.allclose(PosWeightBCELoss(counts=n_pos.numpy(), n_items=n).double()(X, YM),
-                          F.binary_cross_entropy_with_logits(X, YM, pos_weight=pw, reduction='none').sum(1).mean())
+    # every (item, label) term averaged, as fastai's BCEWithLogitsLossFlat
+    assert torch.allclose(PosWeightBCELoss(counts=n_pos.numpy(), n_items=n).double()(X, YM), F.binary_cross_entropy_with_logits(X, YM, pos_weight=pw))
     p = torch.sigmoid(X); pt = torch.where(YM == 1, p, 1 - p); at = torch.where(YM == 1, .25, .75)
-    assert torch.allclose(FocalBCELoss(2., alpha=.25)(X, YM), (-(at * (1 - pt) ** 2 * pt.log())).sum(1).mean())
+    assert torch.allclose(FocalBCELoss(2., alpha=.25)(X, YM), (-(at * (1 - pt) ** 2 * pt.log())).mean())
+    for g_ in (.5, 1.5):
+        assert torch.allclose(FocalBCELoss(g_)(X, YM), (-((1 - pt) ** g_ * pt.log())).mean())
     pm = (p - .05).clamp_min(0)
-    asl = -(YM * (1 - p) ** 1 * p.log() + (1 - YM) * pm ** 4 * torch.log(1 - pm)).sum(1).mean()
-    assert torch.allclose(AsymmetricLoss(1., 4., .05)(X, YM), asl)
+    asl = -(YM * (1 - p) ** 1 * p.log() + (1 - YM) * pm ** 4 * torch.log(1 - pm))
+    assert torch.allclose(AsymmetricLoss(1., 4., .05)(X, YM), asl.mean())
+    assert torch.allclose(AsymmetricLoss(1., 4., .05, reduction='none')(X, YM), asl) and torch.allclose(AsymmetricLoss(1., 4., .05, reduction='sum')(X, YM), asl.sum())
+    assert torch.allclose(AsymmetricLoss(0., 2., 0.)(X, YM), -(YM * p.log() + (1 - YM) * p ** 2 * torch.log(1 - p)).mean())
+    from fastai.losses import BCEWithLogitsLossFlat
+    assert PosWeightBCELoss(power=0.)(X, YM).item() == pytest.approx(BCEWithLogitsLossFlat()(X, YM).item(), rel=1e-6)  # no weights: fastai's loss, same scale
     k = YM.sum(1, keepdim=True).clamp_min(1)
     assert torch.allclose(SoftmaxMultilabelLoss(k=2)(X, YM), (-(YM / k) * X.log_softmax(1)).sum(1).mean())
     dec = SoftmaxMultilabelLoss(k=2).decodes(torch.tensor([[.1, .5, .3, .1]]))
     assert dec.tolist() == [[False, True, True, False]]
 
 
-@pytest.mark.parametrize('loss,y', [(FocalLoss(2., alpha=[1., 2., 3., 4.]), Y), (LogitAdjustedLoss(counts=N), Y), (LDAMLoss(counts=N, s=5.), Y),
+@pytest.mark.parametrize('loss,y', [(FocalLoss(2., alpha=[1., 2., 3., 4.]), Y), (FocalLoss(.5, weight=[1., 2., 3., 4.]), Y), (LogitAdjustedLoss(counts=N), Y), (LDAMLoss(counts=N, s=1.), Y),
                                     (SoftKappaLoss(), Y), (FocalBCELoss(), YM), (AsymmetricLoss(1., 4.), YM), (SoftmaxMultilabelLoss(k=2), YM),
                                     (PosWeightBCELoss(counts=[3, 4, 5, 6], n_items=12), YM)])
 def test_gradcheck(loss, y):
@@ -95,7 +103,7 @@ def test_export_round_trip_and_reduction_none(lt_path, tmp_path):
     from fastai.vision.all import ImageDataLoaders, vision_learner, load_learner
     from conftest import tiny_arch
     dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=32, num_workers=0)
-    for loss in (FocalLoss(alpha=class_weights(dls)), LDAMLoss(dls), BalancedSoftmaxLoss(dls), ClassBalancedLoss(dls, gamma=1.)):
+    for loss in (FocalLoss(alpha=class_weights(dls)), LDAMLoss(dls, s=1.), BalancedSoftmaxLoss(dls), ClassBalancedLoss(dls, gamma=1.)):
         learn = vision_learner(dls, tiny_arch, pretrained=False, loss_func=loss)
         with learn.no_bar(), learn.no_logging(): learn.fit(1)
         p, y, l = learn.get_preds(with_loss=True)
@@ -123,6 +131,8 @@ def test_export_round_trip_and_reduction_none(lt_path, tmp_path):
     (lambda: FocalLoss(reduction='avg'), "unknown reduction 'avg'"),
     (lambda: LogitAdjustedLoss(counts=[1, np.nan]), "counts must be finite and >= 0, found [nan] at positions [1]"),
     (lambda: AsymmetricLoss(clip=1.), "clip must lie in [0, 1), got 1.0"),
+    (lambda: FocalLoss(alpha=[1., 2.], weight=[1., 2.]), "pass alpha (the paper's alpha-balanced focal loss) or weight (fastai's FocalLoss), not both"),
+    (lambda: LDAMLoss(counts=N)(X * 10, Y), "LDAMLoss(s=30) scales cosine logits in [-1, 1] (Cao et al.'s normalised classifier), but got |logit| up to"),
 ])
 def test_bad_input(call, msg):
     with pytest.raises(ValueError, match=re.escape(msg)): call()
@@ -145,3 +155,66 @@ def test_batch_level_losses_give_per_item_shares():
 ])
 def test_bad_weights(call, msg):
     with pytest.raises(ValueError, match=re.escape(msg)): call()
+
+
+def test_focal_loss_takes_fastais_arguments_with_their_meaning():
+    import fastai.losses as fl
+    w = torch.tensor([1., 2., 3., 4.], dtype=torch.float64)
+    for gamma in (0., .5, 2.):
+        for red in ('mean', 'sum', 'none'):
+            for kw in (dict(), dict(weight=w)):
+                assert torch.allclose(FocalLoss(gamma, reduction=red, **kw).double()(X, Y), fl.FocalLoss(gamma, reduction=red, **kw)(X, Y))
+    assert torch.allclose(FocalLoss(2., w).double()(X, Y), fl.FocalLoss(2., w)(X, Y))  # positional, as fastai's
+    assert FocalLoss().y_int and not AsymmetricLoss().y_int  # fastai's MixUp reads it
+
+
+def test_reduction_none_keeps_the_weights():
+    "get_preds(with_loss=True) and top-loss plots see each item's weighted loss, as PyTorch's CrossEntropyLoss(weight, reduction='none')"
+    a = torch.tensor([1., 2., 3., 4.], dtype=torch.float64)
+    for loss, ref in ((FocalLoss(0., alpha=a), lambda r: F.cross_entropy(X, Y, weight=a, reduction=r)),
+                      (LDAMLoss(counts=N, weight=a, max_m=0., s=1.), lambda r: F.cross_entropy(X, Y, weight=a, reduction=r)),
+                      (ClassBalancedLoss(counts=N), lambda r: F.cross_entropy(X, Y, weight=class_weights(counts=N, method='effective').double(), reduction=r))):
+        loss = loss.double()
+        for r in ('none', 'sum', 'mean'):
+            loss.reduction = r
+            assert torch.allclose(loss(X, Y), ref(r)), (type(loss).__name__, r)
+    fa = FocalLoss(2., alpha=a).double()
+    mean = fa(X, Y); fa.reduction = 'none'
+    assert torch.allclose(fa(X, Y).sum() / a[Y].sum(), mean)  # the items' weighted losses sum to the weighted mean's numerator
+
+
+@pytest.mark.parametrize('loss,t', [(FocalLoss(.5), 0), (FocalLoss(.3, alpha=[1., 2., 3., 4.]), 0), (FocalLoss(.5, weight=[1., 2., 3., 4.]), 0),
+                                    (ClassBalancedLoss(counts=N, gamma=.5), 0), (FocalBCELoss(.5), 1), (FocalBCELoss(.2, alpha=.25), 1),
+                                    (AsymmetricLoss(.5, .5, .05), 1), (AsymmetricLoss(.3, .7, 0.), 1)])
+def test_finite_gradients_at_confident_logits(loss, t):
+    "0 < gamma < 1 at logits 20, 40, 90 (right and wrong): the old (1 - p_t) ** gamma gave NaN there"
+    for v in (20., 40., 90., -20., -90.):
+        x = torch.full((3, 4), -v / 4); x[:, 0] = v
+        x.requires_grad_()
+        y = torch.zeros(3, dtype=torch.long) if t == 0 else torch.tensor([[1., 0, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1]])
+        loss(x, y).backward()
+        assert torch.isfinite(x.grad).all(), (type(loss).__name__, v, x.grad)
+
+
+def test_asymmetric_loss_gradient_of_a_missed_positive():
+    x = torch.tensor([[-19., 3.]], requires_grad=True)
+    AsymmetricLoss(reduction='sum')(x, torch.tensor([[1., 0.]])).backward()
+    assert x.grad[0, 0].item() == pytest.approx(-1., abs=1e-6)  # d/dx -log sigmoid(x) = -(1 - p); a clamped log gave 0
+    x2 = torch.tensor([[-19.]], requires_grad=True)
+    FocalBCELoss(0., reduction='sum')(x2, torch.ones(1, 1)).backward()
+    assert x2.grad.item() == pytest.approx(-1., abs=1e-6)
+
+
+def test_ldam_with_its_cosine_classifier_on_a_learner(lt_path):
+    from fastai.vision.all import ImageDataLoaders, vision_learner
+    from conftest import tiny_arch
+    dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=32, num_workers=0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, loss_func=LDAMLoss(dls))
+    with pytest.raises(ValueError, match=re.escape("build the model with cosine_classifier(learn.model)")):
+        with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, loss_func=LDAMLoss(dls))
+    cosine_classifier(learn.model)
+    assert isinstance(learn.model[-1][-1], NormedLinear)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    p, _ = learn.get_preds(act=lambda z: z)
+    assert p.abs().max() <= 1 + 1e-5 and np.isfinite(learn.recorder.values[-1][0])
