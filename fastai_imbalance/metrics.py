@@ -540,7 +540,7 @@ def class_report(self:Learner, dl=None, # Data to score (default: the validation
     else: m.update(p, y)
     return class_report(m.counts, self.dls.vocab, class_counts(self.dls.train).values)
 
-# %% ../nbs/05_metrics.ipynb #8a86c6cd
+# %% ../nbs/05_metrics.ipynb #7d9da184
 def _groups(s:torch.Tensor):
     "For scores sorted in decreasing order along dim 0: which rows end a tie group, and the first row of each row's group"
     start = torch.ones_like(s, dtype=torch.bool)
@@ -736,9 +736,10 @@ class _ExactStore:
         self.sums[key] = out
         return out
 
-# %% ../nbs/05_metrics.ipynb #540041ff
-_KLO,_KHALF = 103 << 23,126 << 23  # float32 bit patterns of 2^-24 and 0.5
-_KSPAN = 2 * (_KHALF - _KLO)
+# %% ../nbs/05_metrics.ipynb #d483b271
+_KHALF,_KLO,_KHI = 126 << 23,63 << 23,103 << 23  # float32 bit patterns of 0.5, 2^-64 and 2^-24
+_KMID = _KHALF - _KLO  # keys [0, _KMID]: p in [2^-64, 0.5]; (_KMID, _KSPAN]: 1 - p from 0.5 down to 2^-24 (float32 holds no 1 - p smaller)
+_KSPAN = _KMID + _KHALF - _KHI
 
 def _shift(T:int)->int: return max(0, int(math.floor(math.log2(_KSPAN / T))))
 def n_bins(T:int)->int:
@@ -746,10 +747,15 @@ def n_bins(T:int)->int:
     return (_KSPAN >> _shift(T)) + 1
 
 def _bin(p:torch.Tensor, T:int)->torch.Tensor:
-    "Bin of each probability, out of `n_bins(T)` spaced nearly evenly on the log-odds scale over [2^-24, 1 - 2^-24], read off the float32 bits (no logarithm)"
-    p = p.float()
-    k = torch.minimum(p, 1 - p).view(torch.int32) - _KLO  # distance to the nearer end (exact in float32 for p >= 0.5), as an increasing integer
-    return torch.where(p > .5, _KSPAN - k, k).clamp_(0, _KSPAN) >> _shift(T)
+    "Bin of each probability, out of `n_bins(T)` spaced nearly evenly on the log-odds scale over [2^-64, 1 - 2^-24], read off the float32 bits (no logarithm)"
+    p,s = p.float(),_shift(T)
+    b = (p.view(torch.int32) - _KLO).clamp_(0, _KMID)  # p <= 0.5: its own bits (exponent, then mantissa) increase with it
+    hi = p > .5
+    if p.device.type == 'cpu':  # few: a softmax row holds at most one; fix those up sparsely
+        i = hi.nonzero(as_tuple=True)
+        if len(i[0]): b[i] = _KMID + _KHALF - (1 - p[i]).clamp_(min=2. ** -24).view(torch.int32)  # 1 - p is exact in float32 here
+    else: b = torch.where(hi, _KMID + _KHALF - (1 - p).clamp_(min=2. ** -24).view(torch.int32), b)  # on a GPU: no host sync
+    return b >> s
 
 class _BinnedStore:
     "Binned-mode state: per class and bin, the count (or weight) of all items and of the positives; shared like `_ExactStore`"
@@ -833,7 +839,7 @@ def _binned_chunk(hist, spec, sens, max_fpr, integral):
     out['positives'] = P.cpu()
     return out
 
-# %% ../nbs/05_metrics.ipynb #a1b97ad7
+# %% ../nbs/05_metrics.ipynb #9b1c38b6
 def ovo_auc(scores:torch.Tensor, # `(n, C)` class probabilities
             targets:torch.Tensor, # `(n,)` class indices
            )->torch.Tensor:
@@ -855,7 +861,7 @@ def ovo_auc(scores:torch.Tensor, # `(n, C)` class probabilities
     A[:, cnt == 0] = float('nan')
     return A
 
-# %% ../nbs/05_metrics.ipynb #d95662bb
+# %% ../nbs/05_metrics.ipynb #c689263f
 class RankingMetric(StreamingMetric):
     "Per-class (one-vs-rest) ranking metric, exact (scores kept on the CPU, ranked once) or binned (constant-memory histograms)"
     which = 'auc'

@@ -163,6 +163,8 @@ def test_ranking_metrics_equal_scikit_learn_multiclass(d):
         assert close(run(RocAuc(activation=None), p, y, bs, sw), skm.roc_auc_score(y, pn, multi_class='ovr', sample_weight=w))
         assert close(run(RocAuc(average='micro', activation=None), p, y, bs, sw), skm.roc_auc_score(y, pn, multi_class='ovr', average='micro', sample_weight=w))
         assert close(run(AveragePrecision(activation=None), p, y, bs, sw), skm.average_precision_score(Yo, pn, sample_weight=w))
+        assert close(run(AveragePrecision(average='micro', activation=None), p, y, bs, sw), skm.average_precision_score(Yo, pn, average='micro', sample_weight=w))
+        assert close(run(AveragePrecision(average='weighted', activation=None), p, y, bs, sw), skm.average_precision_score(Yo, pn, average='weighted', sample_weight=w))
         if w is None:
             assert close(run(RocAuc(multi_class='ovo', activation=None), p, y, bs), skm.roc_auc_score(y, pn, multi_class='ovo'))
             assert close(run(RocAuc(multi_class='ovo', average='weighted', activation=None), p, y, bs), skm.roc_auc_score(y, pn, multi_class='ovo', average='weighted'))
@@ -236,11 +238,12 @@ def test_ap_bound_is_an_ap_bound():
 
 def test_bins_are_monotone_in_the_probability():
     from fastai_imbalance.metrics import _bin, n_bins
-    p = torch.cat([torch.tensor([0., 1e-30, 2.**-24, 1e-6, .25, .5, .5000001, .75, 1 - 1e-6, 1 - 2.**-24, 1.]), torch.rand(10000)]).sort().values
+    p = torch.cat([torch.tensor([0., 1e-45, 1e-30, 2.**-64, 2.**-24, 1e-6, .25, .5, .5000001, .75, 1 - 1e-6, 1 - 2.**-24, 1.]), torch.rand(10000), torch.rand(1000) ** 30]).sort().values
     for T in (2, 7, 1000, 4096):
         b, nb = _bin(p, T), n_bins(T)
         assert T <= nb < 2 * T + 2 and (b[1:] >= b[:-1]).all() and b[0] == 0 and b[-1] == nb - 1
         assert len(b.unique()) > min(T, 100) / 2  # the bins are used, not collapsed
+        if T >= 1000: assert b[p > 1e-18].min() > 0 and (b[(p > 1e-19) & (p < 1e-10)].unique().numel() > 20)  # tiny softmax probabilities keep their order
 
 
 def test_activation_follows_the_loss():
