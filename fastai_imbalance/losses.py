@@ -51,17 +51,20 @@ class ImbalancedLoss(nn.Module):
         self._buffer(name, None if v is None else _check_nonneg(v, name))  # validated on the CPU: a CUDA tensor works too
 
     def _flat(self, x, y):
-        "`(n, C, ...)` outputs and targets flattened to `(N, C)` and `(N,)` / `(N, C)`, with the target kind checked"
+        "`(n, ..., C, ...)` outputs (class axis `axis`) and targets as `(N, C)` and `(N,)` / `(N, C)`, items in the targets' order, with the target kind checked"
         x,y = _plain(x),_plain(y)
         if self.multilabel:
             if y.shape != x.shape: raise ValueError(f"{type(self).__name__} is multilabel: targets must be a 0/1 matrix shaped like the outputs {tuple(x.shape)}, got {tuple(y.shape)}"
                                                    + (" (class indices: use a single-label loss)" if y.ndim == x.ndim - 1 else ""))
-            x = _fp(x).transpose(self.axis, -1).reshape(-1, x.shape[self.axis])
-            return x,y.transpose(self.axis, -1).reshape(-1, x.shape[-1]).to(x.dtype)
-        if y.ndim != x.ndim - 1 or y.is_floating_point():
-            raise ValueError(f"{type(self).__name__} is single-label: targets must be class indices shaped {tuple(x.shape[:-1] if self.axis == -1 else x.shape[:1] + x.shape[2:])}, "
+            self._shape = x.movedim(self.axis, -1).shape
+            x = _fp(x).movedim(self.axis, -1).reshape(-1, x.shape[self.axis])
+            return x,y.movedim(self.axis, -1).reshape(-1, x.shape[-1]).to(x.dtype)
+        want = x.movedim(self.axis, -1).shape[:-1]  # the outputs without their class axis
+        if y.shape != want or y.is_floating_point():
+            raise ValueError(f"{type(self).__name__} is single-label: targets must be class indices shaped {tuple(want)}, "
                              f"got {tuple(y.shape)} {y.dtype}" + (" (a multilabel matrix: use a multilabel loss)" if y.shape == x.shape else ""))
-        return _fp(x).transpose(self.axis, -1).reshape(-1, x.shape[self.axis]),y.reshape(-1).long()
+        self._shape = y.shape  # reduction='none' gives one loss per target, in the targets' shape, as PyTorch's losses
+        return _fp(x).movedim(self.axis, -1).reshape(-1, x.shape[self.axis]),y.reshape(-1).long()
 
     def _per_class(self, t, x, what):
         "Per-class buffer `t` on `x`'s device, checked against the number of outputs"
@@ -72,7 +75,7 @@ class ImbalancedLoss(nn.Module):
     def _reduce(self, l, w=None):
         "PyTorch's reduction of per-item losses `l` with per-item weights `w`: 'none' weighted items, 'sum' their sum, 'mean' divided by the total weight"
         if w is not None: l = l * w
-        if self.reduction == 'none': return l
+        if self.reduction == 'none': return l.reshape(self._shape) if l.numel() == np.prod(self._shape) else l
         if self.reduction == 'sum': return l.sum()
         return l.sum() / w.sum() if w is not None else l.mean()
 
@@ -86,7 +89,7 @@ class FocalLoss(ImbalancedLoss):
                  weight=None, # fastai's meaning: class weights inside the cross-entropy (so p_t = exp(-w*ce)), plain mean
                  reduction:str='mean', # 'mean', 'sum' or 'none'
                  alpha=None, # The paper's alpha: per-class weights of the focal terms, p_t the plain softmax probability, alpha-weighted mean
-                 axis:int=-1):
+                 axis:int=1): # Class axis: 1, as fastai's `FocalLoss` and PyTorch's losses (the same as -1 for `(n, C)` outputs)
         super().__init__(reduction=reduction, axis=axis)
         if gamma < 0: raise ValueError(f"gamma must be >= 0, got {gamma}")
         if weight is not None and alpha is not None: raise ValueError("pass alpha (the paper's alpha-balanced focal loss) or weight (fastai's FocalLoss), not both")
@@ -190,7 +193,8 @@ class PairwiseAUCLoss(ImbalancedLoss):
         if self.ce_weight:
             ce = F.cross_entropy(x, y, reduction='none') if x.ndim == 2 and x.shape[1] == 2 else F.binary_cross_entropy_with_logits(s, y.float(), reduction='none')
             l = l + self.ce_weight * ce / len(y)
-        return l if self.reduction == 'none' else l.sum()
+        if self.reduction == 'none': return l * len(y)  # per-item values whose mean is the loss (fastai's MixUp and get_preds average them)
+        return l.sum() * (len(y) if self.reduction == 'sum' else 1)
 
     def activation(self, x): return F.softmax(x, dim=-1) if x.ndim == 2 and x.shape[1] == 2 else torch.sigmoid(x)
     def decodes(self, x): return x.argmax(-1) if x.ndim == 2 and x.shape[1] == 2 else (x > 0.5).long()
@@ -212,14 +216,15 @@ class SoftKappaLoss(ImbalancedLoss):
         W = {None: 1 - torch.eye(C, device=x.device, dtype=x.dtype), 'linear': (i[:, None] - i).abs(), 'quadratic': (i[:, None] - i) ** 2}[self.weights]
         r = ((W * O).sum() + self.eps) / ((W * E).sum() + self.eps)
         l = torch.log(r) if self.log else r
-        return l.expand(len(y)) / len(y) if self.reduction == 'none' else l  # a batch-level loss: even per-item shares for get_preds(with_loss=True)
+        if self.reduction == 'none': return l.expand(len(y))  # a batch-level loss: every item gets it, so their mean is the loss (MixUp, get_preds)
+        return l * (len(y) if self.reduction == 'sum' else 1)
 
 # %% ../nbs/06_losses.ipynb #l0000016
 class _LabelwiseLoss(ImbalancedLoss):
     "Multilabel loss made of one term per (item, label), reduced as fastai's `BCEWithLogitsLossFlat`: mean (or sum) over every term; 'none': the `(N, L)` terms"
     multilabel = True
     def _reduce(self, l, w=None):
-        if self.reduction == 'none': return l
+        if self.reduction == 'none': return l.reshape(self._shape)
         return l.sum() if self.reduction == 'sum' else l.mean()
     def decodes(self, x): return x > self.thresh
 

@@ -17,7 +17,7 @@ from fastai.learner import Metric, Learner
 from fastai.distributed import DistributedDL
 from fastai.callback.tracker import TrackerCallback
 
-from .core import _plain, _check_nonneg
+from .core import _plain, _check_nonneg, _numpy
 
 # %% ../nbs/05_metrics.ipynb #m0000006
 def _padding_kept(dl, bs:int)->int:
@@ -77,6 +77,11 @@ def _nanavg(v, weights=None):
     return float((v[keep] * w).sum() / w.sum())
 
 # %% ../nbs/05_metrics.ipynb #m0000008
+def _digest(v)->str:
+    "Six hex digits that tell two lists of values apart, for column names"
+    import hashlib
+    return hashlib.sha1(np.ascontiguousarray(_numpy(v) if not isinstance(v, (list, tuple)) else np.array([str(o) for o in v])).tobytes()).hexdigest()[:6]
+
 def _to_host(t:torch.Tensor)->torch.Tensor:
     "`t` on the CPU; from a GPU through pinned memory without waiting (`value` synchronises before reading)"
     if t.device.type == 'cpu': return t
@@ -86,7 +91,7 @@ def _to_host(t:torch.Tensor)->torch.Tensor:
 class StreamingMetric(Metric):
     "Base of the metrics here: a batch of predictions becomes scores and targets, padding of `DistributedDL` is dropped, and the state is summed across ranks when the batches were sharded"
     _base = 'metric'
-    _pass_attrs = ('state', 'flags', '_worst', '_shard', '_pos', '_cache', 'error_bound', '_cuda', '_n_cols', '_single', '_hint')
+    _pass_attrs = ('state', 'flags', '_worst', '_shard', '_pos', '_cache', 'error_bound', '_cuda', '_n_cols', '_single', '_hint', '_ml')
     def __init__(self, axis:int=-1, # Class axis of the predictions, as in fastai's metrics
                  sample_weight=None, # A weight per scored item, in the order the loader gives them (scikit-learn's `sample_weight`)
                  activation='auto', # 'auto' (the loss's own activation, else softmax or sigmoid), 'softmax', 'sigmoid', or None (scores as given)
@@ -97,15 +102,16 @@ class StreamingMetric(Metric):
         if sync not in (None, True, False): raise ValueError(f"sync must be None, True or False, got {sync!r}")
         self.axis,self.activation,self.sync,self._name,self.vocab,self._seen = axis,activation,sync,name,None,set()
         self.sample_weight = None if sample_weight is None else torch.as_tensor(_check_nonneg(sample_weight, 'sample_weight'))
+        if self.sample_weight is not None and not (self.sample_weight > 0).any(): raise ValueError("sample_weight is all zero: every scored item would weigh nothing")
         self.reset()
 
     @property
     def name(self): return ifnone(self._name, '_'.join([self._base, *self._suffixes()]))
-    def _suffixes(self): return ['sample_weighted'] if self.sample_weight is not None else []
+    def _suffixes(self): return [f'sample_weighted_{_digest(self.sample_weight)}'] if self.sample_weight is not None else []
 
     def reset(self):
         self.state,self.flags,self._worst,self._shard,self._pos,self._cache,self.error_bound,self._hint = None,None,None,False,0,None,None,None
-        self._cuda,self._n_cols,self._single = False,None,0
+        self._cuda,self._n_cols,self._single,self._ml = False,None,0,False
 
     def __getstate__(self):
         "Pickled (`learn.export()`) with its settings, never a validation pass's state"
@@ -122,7 +128,8 @@ def accumulate(self:StreamingMetric, learn):
     n = len(targ)
     k = _padding_kept(dl, n)
     start = _global_start(dl, n) if isinstance(dl, DistributedDL) else None
-    if self.vocab is None: self.vocab = getattr(getattr(learn, 'dls', None), 'vocab', None)
+    v = getattr(getattr(learn, 'dls', None), 'vocab', None)
+    if v is not None: self.vocab = v  # this learner's classes (a metric reused on another learner must not keep the first's)
     self._hint = (dl.n_padded // dl.world_size + 1) if isinstance(dl, DistributedDL) else getattr(dl, 'n', None)  # rows to expect: buffers sized once
     self._add(pred[:k], targ[:k], None, learn, start)
 
@@ -193,7 +200,7 @@ def _record(self:StreamingMetric, pred, targ, w, lf, start):
     if len(x) != len(t): raise ValueError(f"{len(x)} predictions for {len(t)} targets")
     bad = _n_bad(x)
     s = self._activate(x, kind, lf)
-    dec = self._decide(x if kind == 'multiclass' else s, kind, lf)  # argmax of raw outputs, as fastai's `accuracy`
+    dec = self._decide(s, kind, lf)  # an argmax needs no activation: raw outputs, as fastai's `accuracy`
     if kind in ('multiclass', 'multilabel', 'indices'):
         t = _flat(t, 'scores' if kind == 'multilabel' else 'targets', self.axis)
         s = _flat(s, 'targets' if kind == 'indices' else 'scores', self.axis)
@@ -224,6 +231,7 @@ def _consume(self:StreamingMetric, rec):
         self.flags[2] += rec['n']
         if rec['start'] is None: self._pos += rec['n']
     if 'worst' in rec: self._worst = rec['worst'] if self._worst is None else torch.maximum(self._worst, rec['worst'])
+    if rec['kind'] == 'multilabel': self._ml = True
     self._update(rec)
 
 StreamingMetric._decide = lambda self, s, kind, lf: None  # decisions are the confusion metrics' business
@@ -234,9 +242,9 @@ StreamingMetric._key = lambda self: type(self)
 @patch
 def _do_sync(self:StreamingMetric)->bool: return (self.sync if self.sync is not None else self._shard) and _world() > 1
 
-@patch(as_prop=True)
-def value(self:StreamingMetric):
-    "The metric over everything accumulated since `reset` (summed over the ranks when the batches were sharded)"
+@patch
+def _checked(self:StreamingMetric):
+    "None when nothing was accumulated (on any rank), else whether the state is summed over the ranks; raises on the bad input counted on the way"
     sync = self._do_sync()
     if sync:  # every rank takes part in the collectives, also one whose whole shard was padding
         head = _all_reduce(torch.tensor([float(self.state is not None), float(ifnone(self._n_cols, 0)), float(self._single)]), dist.ReduceOp.MAX)
@@ -247,16 +255,24 @@ def value(self:StreamingMetric):
     f = self.flags if self.flags is not None else torch.zeros(3, dtype=torch.float64)
     f = _all_reduce(f.cpu()) if sync else f.cpu()
     if f[0] > 0: raise ValueError(f"{self.name}: {int(f[0])} predictions were {self._bad_pred}")
-    if f[1] > 0: raise ValueError(f"{self.name}: {int(f[1])} targets lie outside the model's {self._n_cols} classes" + (f" (e.g. {self._worst.item():g})" if self._worst is not None else ''))
+    if f[1] > 0:
+        if not getattr(self, '_ml', False): raise ValueError(f"{self.name}: {int(f[1])} targets lie outside the model's {self._n_cols} classes" + (f" (e.g. {self._worst.item():g})" if self._worst is not None else ''))
+        raise ValueError(f"{self.name}: {int(f[1])} multilabel targets are not 0 or 1" + (f" (e.g. {self._worst.item():g})" if self._worst is not None else ''))
     if self.sample_weight is not None and int(f[2]) != len(self.sample_weight):
         raise ValueError(f"{self.name}: sample_weight has {len(self.sample_weight)} entries but {int(f[2])} items were scored")
-    return self._value(self._reduced(sync))
+    return sync
+
+@patch(as_prop=True)
+def value(self:StreamingMetric):
+    "The metric over everything accumulated since `reset` (summed over the ranks when the batches were sharded)"
+    sync = self._checked()
+    return None if sync is None else self._value(self._reduced(sync))
 
 StreamingMetric._bad_pred = 'NaN or inf'
 
 # %% ../nbs/05_metrics.ipynb #m0000010
 class ConfusionMetric(StreamingMetric):
-    "Per-class true positives, support and predicted counts, streamed: a `(3, C)` state, never a `C x C` matrix (multilabel: the same per label)"
+    "Per-class true positives, support and predicted counts, streamed: `O(C)` state, never a `C x C` matrix (multilabel: the same per label)"
     _base,multilabel_ok = 'confusion',False
     def __init__(self, threshold:float=None, # Decision threshold on the scores of a single-column binary or multilabel model; None: the loss's `decodes`, else 0.5
                  n_classes:int=None, # Needed only to `update` with predicted class indices instead of scores
@@ -268,7 +284,7 @@ class ConfusionMetric(StreamingMetric):
     _bad_pred = 'NaN or inf, or class indices outside the classes'
     def _suffixes(self): return ([f'threshold_{self.threshold:g}'] if self.threshold is not None else []) + super()._suffixes()
     def _key(self): return ('confusion', self.threshold, self.n_classes)
-    def _needs_scores(self, kind): return kind not in ('multiclass', 'indices')  # the argmax needs no activation
+    def _needs_scores(self, kind): return kind == 'binary' or kind == 'multilabel' or self.threshold is not None  # an argmax needs no activation
 
     @property
     def counts(self)->torch.Tensor:
@@ -280,7 +296,10 @@ class ConfusionMetric(StreamingMetric):
 def _decide(self:ConfusionMetric, s, kind, lf):
     "Predicted classes (single-label) or decisions (multilabel): argmax, the threshold, or the loss's `decodes`"
     if kind == 'indices': return s.long()
-    if kind == 'multiclass': return s.argmax(self.axis)
+    if kind == 'multiclass':
+        if self.threshold is None: return s.argmax(self.axis)
+        if s.shape[self.axis] != 2: raise ValueError(f"{self.name}: threshold= decides binary or multilabel outputs, but the model outputs {s.shape[self.axis]} classes")
+        return (s.select(self.axis, 1) > self.threshold).long()  # a two-class softmax: class 1 at the threshold
     f = getattr(lf, 'decodes', None)
     if self.threshold is None and self.activation == 'auto' and callable(f):
         d = _plain(f(s))
@@ -291,9 +310,11 @@ def _decide(self:ConfusionMetric, s, kind, lf):
 def _prepare(self:ConfusionMetric, s, t, kind, w, dec):
     if kind == 'multilabel':
         p,y = dec.bool(),t > 0.5
+        bad = ~((t == 0) | (t == 1))
         ww = torch.ones(len(t), dtype=torch.float64, device=s.device) if w is None else w.double()
-        add = torch.stack([(p & y).double().t() @ ww, y.double().t() @ ww, p.double().t() @ ww])
-        return dict(C=t.shape[1], add=add, extra=torch.stack([ww.sum(), ww.new_zeros(())]), shape=tuple(t.shape))
+        add = torch.stack([(p & y).double().t() @ ww, y.double().t() @ ww, p.double().t() @ ww, y.double().sum(0), p.double().sum(0)])
+        return dict(C=t.shape[1], add=add, extra=torch.stack([ww.sum(), ww.new_zeros(())]), shape=tuple(t.shape), bad_t=bad.sum(),
+                    worst=torch.where(bad, t.double(), -float('inf')).max())
     C = self.n_classes if kind == 'indices' else 2 if kind == 'binary' else s.shape[-1]
     if C is None: raise ValueError(f"{self.name}: class-index predictions need n_classes=...")
     pc,tt = dec.reshape(-1).long(),t.reshape(-1)
@@ -302,8 +323,9 @@ def _prepare(self:ConfusionMetric, s, t, kind, w, dec):
     tt,pc = tt.long().clamp(0, C - 1),pc.clamp(0, C - 1)
     ww = torch.ones(len(tt), dtype=torch.float64, device=s.device) if w is None else w.double()
     ww,extra = self._row_weights(tt, pc, ww, C)
-    idx = torch.cat([tt, C + tt, 2 * C + pc])  # rows: true positives, support, predicted
-    val = torch.cat([ww * (tt == pc), ww, ww])
+    one = torch.ones_like(ww)
+    idx = torch.cat([tt, C + tt, 2 * C + pc, 3 * C + tt, 4 * C + pc])  # rows: true positives, support, predicted, and unweighted support and predicted
+    val = torch.cat([ww * (tt == pc), ww, ww, one, one])  # (a class seen only with weight 0 is still present, as in scikit-learn)
     return dict(C=C, idx=idx, val=val, extra=torch.stack([ww.sum(), extra]), bad_t=bad_t.sum(), bad_s=bad_p.sum(),
                 worst=torch.where(bad_t, t.reshape(-1).double(), -float('inf')).max())
 
@@ -316,25 +338,26 @@ def _row_weights(self:ConfusionMetric, t, p, w, C):
 def _update(self:ConfusionMetric, rec):
     if rec['kind'] == 'multilabel' and not self.multilabel_ok: raise ValueError(f"{type(self).__name__} is single-label; got multilabel targets of shape {rec['shape']}")
     C = rec['C']
-    if self.state is None: self._n_cols,self._single,self.state = C,int(rec['kind'] != 'multilabel'),torch.zeros(3 * C + 2, dtype=torch.float64, device=rec['extra'].device)
+    if self.state is None: self._n_cols,self._single,self.state = C,int(rec['kind'] != 'multilabel'),torch.zeros(5 * C + 2, dtype=torch.float64, device=rec['extra'].device)
     elif C != self._n_cols: raise ValueError(f"{self.name}: a batch with {C} classes does not match the earlier batches' {self._n_cols}")
-    if 'add' in rec: self.state[:3 * C] += rec['add'].flatten()
+    if 'add' in rec: self.state[:5 * C] += rec['add'].flatten()
     else: self.state.index_add_(0, rec['idx'], rec['val'])
-    self.state[3 * C:] += rec['extra']
+    self.state[5 * C:] += rec['extra']
 
 @patch
 def _reduced(self:ConfusionMetric, sync):
-    st = self.state if self.state is not None else torch.zeros(3 * self._n_cols + 2, dtype=torch.float64)
-    st = _all_reduce(st) if sync else st
-    st = st.cpu()
+    "((tp, support, predicted), (n, weighted disagreement), present): present = seen in the targets or predictions, whatever its weight"
     C = self._n_cols
-    return st[:3 * C].view(3, C),st[3 * C:]
+    st = self.state if self.state is not None else torch.zeros(5 * C + 2, dtype=torch.float64)
+    st = (_all_reduce(st) if sync else st).cpu()
+    return st[:3 * C].view(3, C),st[5 * C:],st[3 * C:5 * C].view(2, C).sum(0) > 0
 
 @patch
 def per_class(self:ConfusionMetric)->pd.DataFrame:
-    "Support, predicted count, precision, recall and F1 of each class, from the current state"
-    if self.state is None: raise ValueError(f"{self.name} has no state: accumulate some batches first")
-    return class_report(self._reduced(self._do_sync())[0], self.vocab)
+    "Support, predicted count, precision, recall and F1 of each class, from the current state (summed over the ranks, as `value`)"
+    sync = self._checked()
+    if sync is None: raise ValueError(f"{self.name} has no state: accumulate some batches first")
+    return class_report(self._reduced(sync)[0], self.vocab)
 
 # %% ../nbs/05_metrics.ipynb #m0000111
 def _div(a, b): return torch.where(b > 0, a / b.clamp_min(1e-300), torch.full_like(a, float('nan')))
@@ -374,7 +397,10 @@ class _Labelled:
         if len(set(out)) != len(out): raise ValueError(f"{self.name}: labels repeat a class: {self.labels}")
         return torch.tensor(out, dtype=torch.long)
 
-    def _label_suffix(self): return [f'{len(self.labels)}labels'] if self.labels is not None else []
+    def _label_suffix(self):
+        "labels_0_2 for a few labels, 12labels_<digest> for many"
+        if self.labels is None: return []
+        return ['labels_' + '_'.join(map(str, self.labels))] if len(self.labels) <= 4 else [f'{len(self.labels)}labels_{_digest(self.labels)}']
 
 def _check_labels(labels):
     if labels is None: return None
@@ -392,10 +418,10 @@ class BalancedAccuracy(ConfusionMetric):
         if absent not in absent_policies: raise ValueError(f"unknown absent policy {absent!r}: use one of {absent_policies}")
         self.adjusted,self.absent = adjusted,absent
         super().__init__(axis=axis, sample_weight=sample_weight, **kwargs)
-    def _suffixes(self): return (['adjusted'] if self.adjusted else []) + super()._suffixes()
+    def _suffixes(self): return (['adjusted'] if self.adjusted else []) + ([f'absent_{self.absent}'] if self.absent != 'skip' else []) + super()._suffixes()
 
     def _value(self, st):
-        (tp,sup,pred),_ = st
+        (tp,sup,pred),_,_ = st
         absent = sup == 0
         if absent.any():
             names = _names(torch.nonzero(absent).flatten().tolist(), self.vocab)
@@ -405,7 +431,8 @@ class BalancedAccuracy(ConfusionMetric):
         r = tp[~absent] / sup[~absent]
         if len(r) == 0: return float('nan')
         s = float(r.mean())
-        if self.adjusted: s = (s - 1 / len(r)) / (1 - 1 / len(r)) if len(r) > 1 else float('nan')
+        if self.adjusted:
+            with np.errstate(divide='ignore', invalid='ignore'): s = float((np.float64(s) - 1 / len(r)) / np.float64(1 - 1 / len(r)))  # one class: -inf (or nan), as scikit-learn
         return s
 
 # %% ../nbs/05_metrics.ipynb #m0000014
@@ -421,13 +448,13 @@ class MacroF1(_Labelled, ConfusionMetric):
             raise ValueError(f"zero_division must be 'warn', 0, 1 or np.nan, got {zero_division!r}")
         self.labels,self.zero_division = _check_labels(labels),zero_division
         super().__init__(**kwargs)
-    def _suffixes(self): return self._label_suffix() + super()._suffixes()
+    def _suffixes(self): return self._label_suffix() + ([f'zero_division_{self.zero_division:g}'] if self.zero_division != 'warn' else []) + super()._suffixes()
 
     def _value(self, st):
-        (tp,sup,pred),_ = st
+        (tp,sup,pred),_,present = st
         C = len(tp)
         idx = self._label_idx(C)
-        if idx is None: idx = torch.nonzero((sup > 0) | (pred > 0)).flatten() if self._single else torch.arange(C)
+        if idx is None: idx = torch.nonzero(present).flatten() if self._single else torch.arange(C)
         tp,sup,pred = tp[idx],sup[idx],pred[idx]
         f1 = _div(2 * tp, sup + pred)
         undef = torch.isnan(f1)
@@ -456,9 +483,9 @@ class GMean(_Labelled, ConfusionMetric):
     def _suffixes(self): return self._label_suffix() + ([f'correction_{self.correction:g}'] if self.correction else []) + super()._suffixes()
 
     def _value(self, st):
-        (tp,sup,pred),_ = st
+        (tp,sup,pred),_,present = st
         idx = self._label_idx(len(tp))
-        if idx is None: idx = torch.nonzero((sup > 0) | (pred > 0)).flatten()
+        if idx is None: idx = torch.nonzero(present).flatten()
         tp,sup = tp[idx],sup[idx]
         if len(idx) == 0: return float('nan')
         ghost = sup == 0
@@ -477,7 +504,7 @@ class CohenKappa(ConfusionMetric):
         if weights not in (None, 'linear', 'quadratic'): raise ValueError(f"unknown weights {weights!r}: use None, 'linear' or 'quadratic'")
         self.weights,self.labels = weights,_check_labels(labels)
         super().__init__(axis=axis, sample_weight=sample_weight, **kwargs)
-    def _suffixes(self): return ([self.weights] if self.weights else []) + ([f'{len(self.labels)}labels'] if self.labels is not None else []) + super()._suffixes()
+    def _suffixes(self): return ([self.weights] if self.weights else []) + _Labelled._label_suffix(self) + super()._suffixes()
     def _key(self): return ('kappa', self.threshold, self.n_classes, self.weights, None if self.labels is None else tuple(map(str, self.labels)))
     _label_idx = _Labelled._label_idx
 
@@ -504,11 +531,11 @@ def _row_weights(self:CohenKappa, t, p, w, C):
 @patch
 def _value(self:CohenKappa, st):
     "1 - sum(W*O) / sum(W*E), with E = outer(support, predicted) / n, from per-class sums (never a C x C matrix)"
-    (tp,sup,pred),(n,wd) = st
+    (tp,sup,pred),(n,wd),seen = st
     idx = self._label_idx(len(tp))
     if idx is None:
         idx = torch.arange(len(tp))
-        present = torch.nonzero((sup + pred) > 0).flatten()
+        present = torch.nonzero(seen).flatten()
         if self.weights is not None and len(present) and present[-1] - present[0] + 1 > len(present):
             gap = sorted(set(range(int(present[0]), int(present[-1]) + 1)) - set(present.tolist()))
             _warn_once(self, f"{self.name}: grade {_names(gap, self.vocab)} appears in neither the targets nor the predictions; the weights use the model's "
@@ -540,7 +567,7 @@ def class_report(self:Learner, dl=None, # Data to score (default: the validation
     else: m.update(p, y)
     return class_report(m.counts, self.dls.vocab, class_counts(self.dls.train).values)
 
-# %% ../nbs/05_metrics.ipynb #7d9da184
+# %% ../nbs/05_metrics.ipynb #09fec734
 def _groups(s:torch.Tensor):
     "For scores sorted in decreasing order along dim 0: which rows end a tie group, and the first row of each row's group"
     start = torch.ones_like(s, dtype=torch.bool)
@@ -563,7 +590,8 @@ def _curve_stats(tp, fp, tp0, fp0, end, spec, sens, max_fpr=None)->dict:
     tpr,fpr = tp / P,fp / N
     ok_se,ok_sp = fpr <= 1 - spec + 1e-12,tpr >= sens - 1e-12
     if end is not None: ok_se,ok_sp = end & ok_se,end & ok_sp
-    out = dict(auc=auc, ap=ap, sens_at_spec=torch.where(ok_se, tpr, 0.).amax(1), spec_at_sens=torch.where(ok_sp, 1 - fpr, 0.).amax(1))
+    sp = torch.ones_like(auc) if sens <= 1e-12 else torch.where(ok_sp, 1 - fpr, 0.).amax(1)  # sensitivity 0: the cut above every score
+    out = dict(auc=auc, ap=ap, sens_at_spec=torch.where(ok_se, tpr, 0.).amax(1), spec_at_sens=sp)
     if max_fpr is not None:  # area left of max_fpr (scikit-learn interpolates the segment that crosses it), McClish-standardised
         x0,x1,y0,y1 = fp0 / N,fpr,tp0 / P,tpr
         xm = x1.clamp(max=max_fpr)
@@ -575,11 +603,12 @@ def _curve_stats(tp, fp, tp0, fp0, end, spec, sens, max_fpr=None)->dict:
 
 # %% ../nbs/05_metrics.ipynb #m0000114
 def _keys_t(S:torch.Tensor, neg:bool=True, rows:int=1024, out=None)->torch.Tensor:
-    "`(n, k)` float32 scores as `(k, n)` int32 keys in the same order (equal scores, -0 and +0 included, get equal keys), transposed a block of rows at a time"
-    if out is None: out = torch.empty(S.shape[1], S.shape[0], dtype=torch.int32, device=S.device)
+    "`(n, k)` float32 (float64) scores as `(k, n)` int32 (int64) keys in the same order (equal scores, -0 and +0 included, get equal keys), transposed a block of rows at a time"
+    it,bits = (torch.int64,63) if S.dtype == torch.float64 else (torch.int32,31)
+    if out is None or out.dtype != it: out = torch.empty(S.shape[1], S.shape[0], dtype=it, device=S.device)
     for r in range(0, len(S), rows):
-        k = (S[r:r + rows] + 0.).view(torch.int32)  # + 0. turns -0. into +0.
-        if neg: k = k ^ ((k >> 31) & 0x7FFFFFFF)  # negative floats order backwards: flip their magnitude bits
+        k = (S[r:r + rows] + 0.).view(it)  # + 0. turns -0. into +0.
+        if neg: k = k ^ ((k >> bits) & (2 ** bits - 1))  # negative floats order backwards: flip their magnitude bits
         out[:, r:r + rows] = k.t()
     return out
 
@@ -626,8 +655,9 @@ def _ranked_sums(S:torch.Tensor, # `(k, n)` scores (or int32 keys of scores), on
     auc = (((lo - plo) + ((hi - lo) - (phi - plo)) / 2) * m).sum(1) / (P * N)  # negatives below each positive, ties half
     ap = ((P[:, None] - plo) / (n - lo).clamp_min(1) * m).sum(1) / P  # precision at each positive's score
     tpr,fpr = (P[:, None] - plo) / P[:, None],((n - lo) - (P[:, None] - plo)) / N[:, None]
-    return dict(auc=auc, ap=ap, sens_at_spec=torch.where(mask & (fpr <= 1 - spec + 1e-12), tpr, 0.).amax(1),
-                spec_at_sens=torch.where(mask & (tpr >= sens - 1e-12), 1 - fpr, 0.).amax(1), P=P, N=N)
+    sp = torch.where(mask & (tpr >= sens - 1e-12), 1 - fpr, 0.).amax(1)
+    if sens <= 1e-12: sp = torch.ones_like(sp)  # the cut above every score: sensitivity 0, specificity 1
+    return dict(auc=auc, ap=ap, sens_at_spec=torch.where(mask & (fpr <= 1 - spec + 1e-12), tpr, 0.).amax(1), spec_at_sens=sp, P=P, N=N)
 
 def _weighted_sums(S, pos, w, spec:float, sens:float, max_fpr=None)->dict:
     "Exact AUC (or partial AUC), AP and operating points of each row of `S` with item weights `w`, from a full ranking with indices"
@@ -662,9 +692,9 @@ def exact_curve_sums(scores:torch.Tensor, # `(n, k)` scores, one column per clas
 # %% ../nbs/05_metrics.ipynb #m0000118
 class _ExactStore:
     "Exact-mode state: every item's scores, positives and weights in growing buffers; one copy for all the metrics of a learner that share it"
-    def __init__(self, k:int, single:bool, device='cpu', pinned:bool=False, capacity:int=1024, weighted:bool=False):
+    def __init__(self, k:int, single:bool, device='cpu', pinned:bool=False, capacity:int=1024, weighted:bool=False, dtype=torch.float32):
         self.k,self.single,self.pinned,self.n,self.sums,self.lo = k,single,pinned,0,{},None
-        self.S = self._empty((capacity, k), torch.float32, device)
+        self.S = self._empty((capacity, k), dtype, device)
         self.P = self._empty((capacity,) if single else (capacity, k), torch.long if single else torch.bool, device)
         self.W = self._empty((capacity,), torch.float64, device) if weighted else None
 
@@ -714,8 +744,8 @@ class _ExactStore:
 
     def curve_sums(self, spec, sens, max_fpr=None, chunk=256, sync=False)->dict:
         "Per-column AUC, AP and operating points, NaN where undefined; computed once per setting for all the metrics sharing the store"
-        key = (spec, sens, max_fpr, chunk, sync)
-        if key in self.sums: return self.sums[key]
+        key = (spec, sens, max_fpr, chunk)
+        if not sync and key in self.sums: return self.sums[key]  # synced: every metric runs its own collectives, as every rank does
         w = None if self.W is None else self._read(self.W, sync)
         general = w is not None or max_fpr is not None
         step = chunk if not general else max(1, chunk // 4)
@@ -736,7 +766,7 @@ class _ExactStore:
         self.sums[key] = out
         return out
 
-# %% ../nbs/05_metrics.ipynb #d483b271
+# %% ../nbs/05_metrics.ipynb #bc32396f
 _KHALF,_KLO,_KHI = 126 << 23,63 << 23,103 << 23  # float32 bit patterns of 0.5, 2^-64 and 2^-24
 _KMID = _KHALF - _KLO  # keys [0, _KMID]: p in [2^-64, 0.5]; (_KMID, _KSPAN]: 1 - p from 0.5 down to 2^-24 (float32 holds no 1 - p smaller)
 _KSPAN = _KMID + _KHALF - _KHI
@@ -767,6 +797,7 @@ class _BinnedStore:
     def add(self, sc, P, w=None, chunk:int=256):
         "Add a batch of `(n, k)` probabilities with `(n,)` class indices or `(n, k)` positives, a block of columns at a time (the updates stay in cache)"
         if w is not None and not self.neg: self.h = torch.stack([self.h[0] - self.h[1], self.h[1]]).double(); self.neg = True
+        if w is None and self.neg: w = torch.ones(len(sc), dtype=torch.float64, device=sc.device)  # weighted before: row 0 holds negatives only
         b = _bin(sc, self.T)
         n,h,nb = len(b),self.h,self.nb
         one = torch.ones(1, dtype=h.dtype, device=h.device)
@@ -790,8 +821,8 @@ class _BinnedStore:
 
     def curve_sums(self, spec, sens, max_fpr=None, chunk=256, sync=False)->dict:
         "Per-class values and error bounds from the histograms (summed over the ranks when `sync`), once per setting for all the metrics sharing the store"
-        key = (spec, sens, max_fpr, chunk, sync)
-        if key not in self.sums:
+        key = (spec, sens, max_fpr, chunk)
+        if sync or key not in self.sums:
             h = self.hist()
             self.sums[key] = binned_curve_sums((_all_reduce(h.double()) if sync else h).cpu(), spec, sens, max_fpr, chunk)
         return self.sums[key]
@@ -839,7 +870,7 @@ def _binned_chunk(hist, spec, sens, max_fpr, integral):
     out['positives'] = P.cpu()
     return out
 
-# %% ../nbs/05_metrics.ipynb #9b1c38b6
+# %% ../nbs/05_metrics.ipynb #f928eca8
 def ovo_auc(scores:torch.Tensor, # `(n, C)` class probabilities
             targets:torch.Tensor, # `(n,)` class indices
            )->torch.Tensor:
@@ -861,7 +892,7 @@ def ovo_auc(scores:torch.Tensor, # `(n, C)` class probabilities
     A[:, cnt == 0] = float('nan')
     return A
 
-# %% ../nbs/05_metrics.ipynb #c689263f
+# %% ../nbs/05_metrics.ipynb #3c7f23a7
 class RankingMetric(StreamingMetric):
     "Per-class (one-vs-rest) ranking metric, exact (scores kept on the CPU, ranked once) or binned (constant-memory histograms)"
     which = 'auc'
@@ -895,7 +926,7 @@ class RankingMetric(StreamingMetric):
     def _suffixes(self):
         return ((['ovo'] if self.multi_class == 'ovo' else []) + ([self.average] if self.average != 'macro' else []) +
                 ([f'max_fpr_{self.max_fpr:g}'] if self.max_fpr is not None else []) + ([f'pos_{self.pos}'] if self.pos is not None else []) +
-                ([f'binned_{self.thresholds}'] if self.thresholds is not None else []) + super()._suffixes())
+                ([f'binned_{self.thresholds}'] if self.thresholds is not None else []) + ([f'absent_{self.absent}'] if self.absent != 'skip' else []) + super()._suffixes())
     def _key(self): return ('ranking', self.average, self.multi_class, self.thresholds, self.pos, self.on_device)
     def _bound_key(self): return f'{self.which}_bound'
 
@@ -910,7 +941,9 @@ def _prepare(self:RankingMetric, s, t, kind, w, dec):
         if self.max_fpr is not None: raise ValueError(f"{self.name}: partial AUC (max_fpr) is not available for multiclass outputs, as in scikit-learn")
     if self.multi_class == 'ovo' and (kind != 'multiclass' or C < 3): raise ValueError("multi_class='ovo' needs multiclass (3+ classes) single-label outputs")
     rec = {}
-    if kind == 'multilabel': sc,P = s,t > 0.5
+    if kind == 'multilabel':
+        sc,P,bad = s,t > 0.5,~((t == 0) | (t == 1))
+        rec.update(bad_t=bad.sum(), worst=torch.where(bad, t.double(), -float('inf')).max())
     else:
         tt = t.reshape(-1)
         bad = (tt < 0) | (tt >= C) | ((tt != tt.round()) if tt.is_floating_point() else torch.zeros_like(tt, dtype=torch.bool))
@@ -929,8 +962,9 @@ def _prepare(self:RankingMetric, s, t, kind, w, dec):
     k = sc.shape[1]
     if self.state is not None and k != self._n_cols: raise ValueError(f"{self.name}: a batch with {k} score columns does not match the earlier batches' {self._n_cols}")
     if self.thresholds is not None: rec['bad_s'] = _n_outside(sc)  # histograms bin probabilities
-    sc,w = sc.float(),None if w is None else w.double()
-    st = self.state if self.state is not None else self._new_store(k, P.ndim == 1, sc.device, w is not None)
+    sc,w = (sc if sc.dtype == torch.float64 else sc.float()),None if w is None else w.double()  # float64 scores keep their precision
+    if self.state is not None and self.thresholds is None and self.state.S.dtype != sc.dtype: raise ValueError(f"{self.name}: a batch of {sc.dtype} scores after batches of {self.state.S.dtype}")
+    st = self.state if self.state is not None else self._new_store(k, P.ndim == 1, sc.device, w is not None, sc.dtype)
     st.add(sc, P, w)
     return dict(rec, k=k, single=int(P.ndim == 1), store=st, batch=(sc, P, w))
 
@@ -942,10 +976,10 @@ def _n_outside(x):
     return ((x < 0) | (x > 1)).sum()
 
 @patch
-def _new_store(self:RankingMetric, k, single, device, weighted):
+def _new_store(self:RankingMetric, k, single, device, weighted, dtype=torch.float32):
     if self.thresholds is not None: return _BinnedStore(k, int(self.thresholds), device, weighted)
     pinned = device.type == 'cuda' and not self.on_device
-    return _ExactStore(k, single, device if self.on_device else 'cpu', pinned, max(1, int(getattr(self, '_hint', 1024) or 1024)), weighted)
+    return _ExactStore(k, single, device if self.on_device else 'cpu', pinned, max(1, int(getattr(self, '_hint', 1024) or 1024)), weighted, dtype)
 
 @patch
 def _update(self:RankingMetric, rec):

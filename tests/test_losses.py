@@ -144,7 +144,9 @@ def test_batch_level_losses_give_per_item_shares():
         total = loss(x, t)
         loss.reduction = 'none'
         per = loss(x, t)
-        assert per.shape == (len(t),) and torch.allclose(per.sum(), total)
+        assert per.shape == (len(t),) and torch.allclose(per.mean(), total)  # fastai's MixUp and get_preds average per-item losses
+        loss.reduction = 'sum'
+        assert torch.allclose(loss(x, t), per.sum())
 
 
 @pytest.mark.parametrize('call,msg', [
@@ -218,3 +220,35 @@ def test_ldam_with_its_cosine_classifier_on_a_learner(lt_path):
     with learn.no_bar(), learn.no_logging(): learn.fit(1)
     p, _ = learn.get_preds(act=lambda z: z)
     assert p.abs().max() <= 1 + 1e-5 and np.isfinite(learn.recorder.values[-1][0])
+
+
+def test_class_axis_and_shapes_like_pytorch():
+    "(n, C, h, w) outputs with axis=1: each pixel's logits meet its own target (a transpose instead of movedim paired them wrongly); 'none' keeps the targets' shape"
+    import fastai.losses as fl
+    g_ = torch.Generator().manual_seed(0)
+    xs, ys = torch.randn(2, 3, 4, 5, generator=g_), torch.randint(0, 3, (2, 4, 5), generator=g_)
+    assert torch.allclose(FocalLoss(0.)(xs, ys), F.cross_entropy(xs, ys))  # FocalLoss: class axis 1 by default, as fastai's
+    assert torch.allclose(FocalLoss(2.)(xs, ys), fl.FocalLoss(2.)(xs, ys)) and FocalLoss(2., reduction='none')(xs, ys).shape == (2, 4, 5)
+    assert torch.allclose(LogitAdjustedLoss(counts=[1, 1, 1], tau=0., axis=1)(xs, ys), F.cross_entropy(xs, ys))
+    assert torch.allclose(ClassBalancedLoss(counts=[1, 1, 1], beta=0., axis=1)(xs, ys), F.cross_entropy(xs, ys))
+    assert torch.allclose(LDAMLoss(counts=[1, 1, 1], max_m=0., s=1., axis=1)(xs, ys), F.cross_entropy(xs, ys))
+    assert torch.allclose(FocalLoss(2., alpha=[1., 2., 3.])(xs, ys), FocalLoss(2., alpha=[1., 2., 3.], axis=-1)(xs.movedim(1, -1), ys))
+    ym = (torch.rand(2, 3, 4, 5, generator=g_) < .3).float()
+    assert torch.allclose(FocalBCELoss(0., axis=1)(xs, ym), F.binary_cross_entropy_with_logits(xs, ym))
+    with pytest.raises(ValueError, match=re.escape("targets must be class indices shaped (2, 4, 5), got (2, 5, 4)")): FocalLoss()(xs, ys.transpose(1, 2))
+
+
+def test_batch_level_losses_under_mixup():
+    "fastai's MixUp computes reduction='none' and averages: the batch-level losses keep their scale"
+    from fastai.callback.mixup import MixUp
+    from fastai.learner import Learner
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    xs = torch.randn(64, 2); ys = (xs[:, 0] > 0).long()
+    ds = list(zip(xs, ys))
+    dls = DataLoaders(DataLoader(ds, bs=32, shuffle=True), DataLoader(ds, bs=32))
+    for loss in (PairwiseAUCLoss(ce_weight=.5), SoftKappaLoss()):
+        learn = Learner(dls, torch.nn.Linear(2, 2), loss_func=loss, cbs=MixUp())
+        with learn.no_bar(), learn.no_logging(): learn.fit(1, lr=0.)
+        plain = loss(learn.model(xs), ys).item()
+        assert abs(learn.recorder.values[-1][0] - plain) < 0.5 * abs(plain) + 1e-3, (type(loss).__name__, learn.recorder.values[-1][0], plain)  # same scale, not divided by the batch size

@@ -21,7 +21,7 @@ def run(m, pred, targ, bs, w=None):
     for i in range(0, len(targ), bs): m.update(pred[i:i + bs], targ[i:i + bs], None if w is None else w[i:i + bs])
     return m.value
 
-def close(a, b, tol=1e-9): return (np.isnan(a) and np.isnan(b)) or abs(a - b) <= tol
+def close(a, b, tol=1e-9): return (np.isnan(a) and np.isnan(b)) or a == b or abs(a - b) <= tol
 
 
 @st.composite
@@ -37,6 +37,8 @@ def single_label(draw, min_c=2, max_c=6):
     if draw(st.booleans()): z[:, C - 1] += 1.5  # over-predict a class
     half = draw(st.booleans())
     w = g.random(n) if draw(st.booleans()) else None
+    if w is not None and draw(st.booleans()): w[g.random(n) < .3] = 0.  # zero weights: a class seen only with weight 0 is still present
+    if w is not None and w.sum() == 0: w[0] = 1.  # all zero: refused (as scikit-learn does)
     return torch.tensor(z).half() if half else torch.tensor(z), torch.tensor(y), draw(st.integers(1, n)), w
 
 hyp = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -50,9 +52,10 @@ def test_counting_metrics_equal_the_references(d):
     C = z.shape[1]
     sw = None if w is None else torch.tensor(w)
     kw = dict(sample_weight=w)
-    assert close(run(BalancedAccuracy(), z, y, bs, sw), skm.balanced_accuracy_score(y, yp, **kw))
-    if len(set(y.tolist())) > 1:
-        assert close(run(BalancedAccuracy(adjusted=True), z, y, bs, sw), skm.balanced_accuracy_score(y, yp, adjusted=True, **kw))
+    if w is None or w.sum() > 0:  # scikit-learn divides by the total weight
+        assert close(run(BalancedAccuracy(), z, y, bs, sw), skm.balanced_accuracy_score(y, yp, **kw))
+        with np.errstate(divide='ignore', invalid='ignore'):
+            assert close(run(BalancedAccuracy(adjusted=True), z, y, bs, sw), skm.balanced_accuracy_score(y, yp, adjusted=True, **kw))  # one class: -inf or nan, as scikit-learn
     assert close(run(MacroF1(), z, y, bs, sw), skm.f1_score(y, yp, average='macro', **kw))
     assert close(run(GMean(), z, y, bs, sw), geometric_mean_score(y, yp, **kw))
     assert close(run(GMean(correction=0.01), z, y, bs, sw), geometric_mean_score(y, yp, correction=0.01, **kw))
@@ -150,16 +153,17 @@ def test_ranking_metrics_equal_scikit_learn_multiclass(d):
     pn = p.float().numpy()
     C = p.shape[1]
     sw = None if w is None else torch.tensor(w)
-    ok = [c for c in range(C) if 0 < (y == c).sum() < len(y)]
+    Yo = np.eye(C)[y.numpy()]
+    ww = np.ones(len(y)) if w is None else w
+    ok = [c for c in range(C) if (Yo[:, c] * ww).sum() > 0 and ((1 - Yo[:, c]) * ww).sum() > 0]  # positives and negatives of non-zero weight
     if not ok: return
-    Yo = np.eye(C)[y]
     auc = [skm.roc_auc_score(Yo[:, c], pn[:, c], sample_weight=w) for c in ok]
     assert close(run(RocAuc(activation=None), p, y, bs, sw), np.mean(auc))
     npos = np.array([(Yo[:, c] * (1 if w is None else w)).sum() for c in ok])
     assert close(run(RocAuc(average='weighted', activation=None), p, y, bs, sw), (np.array(auc) * npos).sum() / npos.sum())
-    aps = [c for c in range(C) if (y == c).sum() > 0]
+    aps = [c for c in range(C) if (Yo[:, c] * ww).sum() > 0]
     assert close(run(AveragePrecision(activation=None), p, y, bs, sw), np.mean([skm.average_precision_score(Yo[:, c], pn[:, c], sample_weight=w) for c in aps]))
-    if len(set(y.tolist())) == C and not z.dtype == torch.float16:  # scikit-learn's multiclass scores need every class present, rows summing to 1
+    if len(ok) == C and len(aps) == C and not z.dtype == torch.float16:  # scikit-learn's multiclass scores need every class present, rows summing to 1
         assert close(run(RocAuc(activation=None), p, y, bs, sw), skm.roc_auc_score(y, pn, multi_class='ovr', sample_weight=w))
         assert close(run(RocAuc(average='micro', activation=None), p, y, bs, sw), skm.roc_auc_score(y, pn, multi_class='ovr', average='micro', sample_weight=w))
         assert close(run(AveragePrecision(activation=None), p, y, bs, sw), skm.average_precision_score(Yo, pn, sample_weight=w))
@@ -267,7 +271,7 @@ def test_absent_policy():
         v = run(RocAuc(), z, y, 8)
     assert not np.isnan(v)
     assert np.isnan(run(RocAuc(absent='nan'), z, y, 8))
-    with pytest.raises(ValueError, match=r"roc_auc: class 3 has no positive"): run(RocAuc(absent='raise'), z, y, 8)
+    with pytest.raises(ValueError, match=r"roc_auc_absent_raise: class 3 has no positive"): run(RocAuc(absent='raise'), z, y, 8)
     m = BalancedAccuracy(); m.vocab = ['cat', 'dog', 'eel', 'yak']
     with pytest.warns(UserWarning, match="balanced_accuracy: skipped class yak, absent from the targets"): run(m, z, y, 8)
     with warnings.catch_warnings(record=True) as w:  # one warning per metric, not one per read
@@ -309,7 +313,7 @@ def test_state_is_linear_in_the_classes():
     y = torch.randint(0, C, (512,)); z = torch.randn(512, C)
     for m in (BalancedAccuracy(), MacroF1(), GMean(), CohenKappa(weights='quadratic')):
         run(m, z, y, 128)
-        assert m.state.numel() == 3 * C + 2  # three counts per class and two sums: 120 KB, not a 200 MB matrix
+        assert m.state.numel() == 5 * C + 2  # five counts per class and two sums: 200 KB, not a 200 MB matrix
     from fastai_imbalance.metrics import n_bins
     h = RocAuc(thresholds=100); run(h, z, y, 128)
     assert h.state.h.numel() == 2 * C * n_bins(100)
@@ -437,6 +441,7 @@ def test_fastai_monitor_names_keep_working(lt_path):
     (lambda: MacroF1(zero_division=2), ValueError, "zero_division must be 'warn', 0, 1 or np.nan, got 2"),
     (lambda: MacroF1(labels=[]), ValueError, "labels is empty"),
     (lambda: RocAuc(sample_weight=[1., -1.]), ValueError, "sample_weight must be finite and >= 0, found [-1.0] at positions [1]"),
+    (lambda: RocAuc(sample_weight=[0., 0.]), ValueError, "sample_weight is all zero: every scored item would weigh nothing"),
     (lambda: run(RocAuc(), torch.tensor([[0., float('nan'), 1.]] * 4), torch.tensor([0, 1, 2, 0]), 2), ValueError, "roc_auc: 4 predictions were NaN or inf"),
     (lambda: run(CohenKappa(), torch.zeros(4, 3), torch.tensor([0, 1, 7, 2]), 2), ValueError, "1 targets lie outside the model's 3 classes (e.g. 7)"),
     (lambda: run(BalancedAccuracy(), torch.zeros(4, 3), torch.zeros(4, 3), 2), ValueError, "BalancedAccuracy is single-label; got multilabel targets"),
@@ -446,10 +451,10 @@ def test_fastai_monitor_names_keep_working(lt_path):
     (lambda: run(RocAuc(), torch.zeros(4, 3), torch.zeros(3), 2), ValueError, "2 predictions for 1 targets"),
     (lambda: run(RocAuc(), torch.zeros(4, 3), torch.zeros(4, 2), 2), ValueError, "targets of shape (2, 2) fit neither"),
     (lambda: run(RocAuc(thresholds=10, activation=None), torch.full((4, 3), 2.), torch.tensor([0, 1, 2, 0]), 2), ValueError, "NaN or inf (or, binned, scores outside [0, 1])"),
-    (lambda: run(RocAuc(sample_weight=[1., 1, 1]), torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), 2), ValueError, "roc_auc_sample_weighted: sample_weight has 3 entries, but item 4 was scored"),
+    (lambda: run(RocAuc(sample_weight=[1., 1, 1]), torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), 2), ValueError, "sample_weight has 3 entries, but item 4 was scored"),
     (lambda: run(MacroF1(sample_weight=[1.] * 5), torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), 2), ValueError, "sample_weight has 5 entries but 4 items were scored"),
     (lambda: run(MacroF1(labels=['cat']), torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), 2), ValueError, "label 'cat' is not a class index (class names need the vocab"),
-    (lambda: run(GMean(labels=[0, 5]), torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), 2), ValueError, "g_mean_2labels: labels [5] lie outside the model's 3 classes"),
+    (lambda: run(GMean(labels=[0, 5]), torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), 2), ValueError, "g_mean_labels_0_5: labels [5] lie outside the model's 3 classes"),
     (lambda: run(CohenKappa(), torch.tensor([0, 1]), torch.tensor([0, 1]), 2), ValueError, "class-index predictions need n_classes=..."),
     (lambda: run(RocAuc(), torch.tensor([0, 1]), torch.tensor([0, 1]), 2), ValueError, "roc_auc ranks scores: pass the model's outputs, not predicted classes"),
 ])
@@ -512,3 +517,45 @@ def test_no_host_sync_per_batch_on_cuda():
     finally: torch.cuda.set_sync_debug_mode(0)
     cpu = [run(type(m)(**({'thresholds': 100} if m.thresholds else {}) if hasattr(m, 'thresholds') else {}), z.cpu(), y.cpu(), 64) for m in mets]
     for m, c in zip(mets, cpu): assert m.value == pytest.approx(c, abs=1e-6)
+
+
+def test_review_cases():
+    "Inputs a review found wrong: float64 scores, the empty cut at sensitivity 0, mixed weighted batches in binned mode, thresholds on two columns, bad multilabel targets"
+    s = torch.tensor([.5, .5 + 1e-10, .5 + 2e-10, .5 + 3e-10], dtype=torch.float64); y = torch.tensor([0, 1, 0, 1])
+    assert run(RocAuc(activation=None), s, y, 2) == pytest.approx(skm.roc_auc_score(y, s))  # float64 kept: 0.75, not ties at float32
+    assert run(AveragePrecision(activation=None), s, y, 3) == pytest.approx(skm.average_precision_score(y, s))
+    s2, y2 = torch.tensor([.9, .8, .7, .6, .5, .4]), torch.tensor([0, 1, 1, 0, 1, 0])
+    fpr, tpr, _ = skm.roc_curve(y2, s2, drop_intermediate=False)
+    for m in (SpecificityAtSensitivity(0., activation=None), SpecificityAtSensitivity(0., activation=None, sample_weight=[1.] * 6), SpecificityAtSensitivity(0., activation=None, thresholds=100)):
+        assert run(m, s2, y2, 4) == (1 - fpr[tpr >= 0]).max() == 1.
+    g = torch.Generator().manual_seed(0)
+    z, yy = torch.randn(200, 3, generator=g), torch.randint(0, 3, (200,), generator=g)
+    for cls in (RocAuc, AveragePrecision):
+        e, b = cls(), cls(thresholds=16)
+        for m in (e, b):
+            m.reset(); m.update(z[:100], yy[:100], torch.rand(100, generator=torch.Generator().manual_seed(1))); m.update(z[100:], yy[100:])  # weighted, then unweighted
+        assert abs(e.value - b.value) <= b.error_bound + 1e-12
+    p2 = torch.tensor([[.3, .7], [.45, .55], [.8, .2], [.35, .65]]); t2 = torch.tensor([1, 0, 0, 1])
+    assert run(MacroF1(threshold=.6, activation=None), p2, t2, 2) == pytest.approx(skm.f1_score(t2, p2[:, 1] > .6, average='macro'))
+    with pytest.raises(ValueError, match=re.escape("threshold= decides binary or multilabel outputs, but the model outputs 3 classes")):
+        run(MacroF1(threshold=.6), torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), 2)
+    for bad in (2., -1., float('nan')):
+        Y = torch.tensor([[1., 0.], [0., bad]])
+        for m in (MacroF1(activation=None), RocAuc(activation=None)):
+            with pytest.raises(ValueError, match=re.escape("1 multilabel targets are not 0 or 1")): run(m, torch.rand(2, 2), Y, 2)
+
+
+def test_a_metric_reused_on_another_learner_reads_its_vocab():
+    m = MacroF1(labels=['b'])
+    z, y = torch.eye(3)[[0, 1, 2]] * 3, torch.tensor([0, 1, 2])
+    for vocab, want in ((['a', 'b', 'c'], 1.), (['c', 'a', 'b'], 1.)):
+        m.reset()
+        m.accumulate(SimpleNamespace(pred=z, yb=(torch.tensor([2, 0, 0]) if vocab[0] == 'c' else y,), dl=None, loss_func=None, metrics=[m], dls=SimpleNamespace(vocab=vocab)))
+        assert m.vocab == vocab
+    assert m.value == pytest.approx(skm.f1_score([2, 0, 0], [0, 1, 2], labels=[2], average='macro'))  # 'b' is class 2 of the second vocab
+
+
+def test_names_tell_settings_apart():
+    assert MacroF1(labels=[0, 1]).name != MacroF1(labels=[2, 3]).name == 'macro_f1_labels_2_3'
+    assert RocAuc(sample_weight=[1., 2.]).name != RocAuc(sample_weight=[2., 1.]).name
+    assert MacroF1(zero_division=np.nan).name == 'macro_f1_zero_division_nan' and RocAuc(absent='nan').name == 'roc_auc_absent_nan'

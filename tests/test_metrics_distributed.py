@@ -54,11 +54,13 @@ def _worker(rank, world, port, path, out):
                 interp = ImbalanceInterpretation.from_learner(learn)
             alone = [float(p.sum()), int(interp.confusion_matrix().sum())]
         dist.barrier()
-        tiny = _learner(Path(path), n_valid=1, metrics=_metrics()[:6])  # one validation item: rank 1's shard is all padding
+        tiny = _learner(Path(path), n_valid=1)  # one validation item: rank 1's shard is all padding (metrics sharing a store included)
         tiny.model.load_state_dict(torch.load(os.path.join(out, 'weights.pt')))
         with tiny.distrib_ctx(sync_bn=False, cpu=True):
             padded = [None if v is None else float(v) for v in tiny.validate()[1:]]
-        dump(out, 'm', rank, dict(sharded=sharded, whole=whole, support=support, local=local, alone=alone, padded=padded))
+            tiny.metrics[3]._shard = True  # as after the sharded pass: per_class reduces too, on every rank
+            padded_support = int(tiny.metrics[3].per_class().support.sum())
+        dump(out, 'm', rank, dict(sharded=sharded, whole=whole, support=support, local=local, alone=alone, padded=padded, padded_support=padded_support))
 
 
 def test_metrics_across_two_ranks(lt_path, tmp_path):
@@ -69,7 +71,7 @@ def test_metrics_across_two_ranks(lt_path, tmp_path):
     with learn.no_bar(), learn.no_logging(): learn.fit(1)  # weights that rank something
     torch.save(learn.model.state_dict(), tmp_path/'weights.pt')
     with learn.no_bar(): single = [float(v) for v in learn.validate()[1:]]
-    tiny = _learner(lt_path, n_valid=1, metrics=_metrics()[:6])
+    tiny = _learner(lt_path, n_valid=1)
     tiny.model.load_state_dict(learn.model.state_dict())
     with tiny.no_bar(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -81,5 +83,6 @@ def test_metrics_across_two_ranks(lt_path, tmp_path):
         np.testing.assert_allclose(o['whole'], single, rtol=0, atol=1e-9)    # 2. after the context: not doubled
         assert o['support'] == 499
         np.testing.assert_allclose(o['padded'], tiny_single, rtol=0, atol=1e-9)  # 3b. a rank with only padding takes part and agrees
+        assert o['padded_support'] == 1
     assert r[0]['alone'][1] == 499 and r[1]['alone'] is None  # 3a. rank 0 scored alone, without waiting for rank 1
     assert len(set(np.round(single, 6))) > 3  # the metrics measured something
