@@ -109,7 +109,7 @@ def test_class_absent_from_valid_is_skipped_with_a_warning_or_raises():
     with pytest.warns(UserWarning, match=re.escape("roc_auc: skipped class 2, which has no positive or no negative in the targets, which scikit-learn refuses to score (absent='skip')")):
         v = metric_value(RocAuc(), p, y)
     assert v == pytest.approx(1.0)  # averaged over classes 0 and 1 only, never a 0 for class 2
-    with pytest.raises(ValueError, match=re.escape("roc_auc: class 2 has no positive or no negative in the targets, so the metric is undefined for it")):
+    with pytest.raises(ValueError, match=re.escape("roc_auc_absent_raise: class 2 has no positive or no negative in the targets, so the metric is undefined for it")):
         metric_value(RocAuc(absent='raise'), p, y)
 
 
