@@ -1,15 +1,19 @@
-"""BalancedFinetune against plain training and fastai's oversampling on the long-tailed digits.
+"""BalancedFinetune against plain training and fastai's oversampling on the long-tailed digits (or the rare-positive digits).
 
-    python bench/bench_finetune.py [--seeds 5] [--epochs 10] [--imbalance 100]
+    python bench/bench_finetune.py [--seeds 5] [--epochs 10] [--imbalance 100] [--data lt|rare] [--data-seed 0] [--methods a,b]
 
 Same model (resnet18, pretrained=False), data, batch size, learning rate and total epoch budget for every
 method; mean ± std over seeds of accuracy, balanced accuracy, macro-F1 and many/medium/few-shot class
-accuracy (classes with >50, 10-50, <10 training images), on the balanced validation split.
+accuracy (classes with >50, 10-50, <10 training images), on the balanced validation split, with this library's
+metrics. Seeds are paired: each run seeds Python, numpy and torch before its loaders are made, so every method sees
+the same batches at the same seed; the difference from plain CE is given per seed and with a 95% paired-t interval.
+Each trained model is also scored with PriorShift('uniform') added (shifted from the prior it was trained under), paired
+with itself: after a balanced stage the shift must change nothing (no double correction).
 """
 import argparse, time, warnings, json
 warnings.filterwarnings('ignore')
 import numpy as np, pandas as pd, torch
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
+from scipy import stats
 from fastai.vision.all import *
 from fastai.callback.data import WeightedDL
 from fastai_imbalance.all import *
@@ -23,10 +27,12 @@ def shot_groups(counts):
 
 def evaluate(learn, counts):
     with learn.no_bar(): p, t = learn.get_preds()
-    p, t = p.argmax(1).numpy(), t.numpy()
-    rec = recall_score(t, p, average=None, labels=np.arange(len(counts)), zero_division=0)
-    res = dict(accuracy=accuracy_score(t, p), balanced_accuracy=balanced_accuracy_score(t, p), macro_f1=f1_score(t, p, average='macro'))
-    for g, m in shot_groups(counts).items(): res[f'{g}_shot'] = rec[m].mean()
+    ba, f1 = BalancedAccuracy(), MacroF1()
+    for m in (ba, f1): m.update(p, t)
+    tp, sup, _ = f1.counts
+    rec = (tp / sup.clamp_min(1)).numpy()
+    res = dict(accuracy=float((p.argmax(1) == t).double().mean()), balanced_accuracy=ba.value, macro_f1=f1.value)
+    for g, m in shot_groups(counts).items(): res[f'{g}_shot'] = rec[m].mean() if m.any() else np.nan
     return res
 
 
@@ -41,6 +47,7 @@ def run(method, path, seed, epochs, lr=3e-3, bs=32):
     else: dls = dblock.dataloaders(path, bs=bs, num_workers=0)
     cbs = {'plain CE': [], "fastai weighted_dataloaders": [],
            'BalancedFinetune head (cRT)': [BalancedFinetune(train='head')],
+           'BalancedFinetune classifier (cRT, Kang et al.)': [BalancedFinetune(train='classifier')],
            'BalancedFinetune all layers': [BalancedFinetune(train='all')],
            'DRW (BalancedFinetune mode=drw)': [BalancedFinetune(mode='drw')]}[method]
     learn = vision_learner(dls, resnet18, pretrained=False, cbs=cbs)
@@ -48,33 +55,55 @@ def run(method, path, seed, epochs, lr=3e-3, bs=32):
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
     res = evaluate(learn, class_counts(dls).values)
     res['seconds'] = time.perf_counter() - t
-    return res
+    learn.add_cb(PriorShift('uniform'))  # the same weights, shifted from the prior they were trained under: the double-correction check
+    shifted = evaluate(learn, class_counts(dls).values)
+    shifted['seconds'] = 0.
+    return res, shifted
 
 
-METHODS = ['plain CE', "fastai weighted_dataloaders", 'BalancedFinetune head (cRT)', 'BalancedFinetune all layers', 'DRW (BalancedFinetune mode=drw)']
+METHODS = ['plain CE', "fastai weighted_dataloaders", 'BalancedFinetune head (cRT)', 'BalancedFinetune classifier (cRT, Kang et al.)',
+           'BalancedFinetune all layers', 'DRW (BalancedFinetune mode=drw)']
 
 
-def main(seeds=5, epochs=10, imbalance=100, out=None):
+def paired(d, base, col='balanced_accuracy'):
+    "Mean paired difference (points) and its 95% paired-t interval"
+    diff = 100 * (d[col] - base[col])
+    h = stats.t.ppf(0.975, len(diff) - 1) * diff.std() / np.sqrt(len(diff)) if len(diff) > 1 else np.nan
+    return diff, diff.mean(), h
+
+
+def main(seeds=5, epochs=10, imbalance=100, out=None, data='lt', methods=None, data_seed=0):
     torch.set_num_threads(2)
-    path = digits_lt(imbalance=imbalance)
-    print(f"digits_lt(imbalance={imbalance}): train {class_counts(ImageDataLoaders.from_folder(path, valid='valid', num_workers=0)).tolist()}; "
+    path = digits_lt(imbalance=imbalance, seed=data_seed) if data == 'lt' else digits_rare()
+    methods = METHODS if methods is None else ['plain CE'] + [m for m in METHODS if m in methods.split(',') and m != 'plain CE']
+    print(f"{'digits_lt(imbalance=%g, seed=%d)' % (imbalance, data_seed) if data == 'lt' else 'digits_rare()'}: train {class_counts(ImageDataLoaders.from_folder(path, valid='valid', num_workers=0)).tolist()}; "
           f'resnet18, {epochs} epochs fit_one_cycle, {seeds} seeds\n')
     rows = []
     for seed in range(seeds):
-        for m in METHODS:
-            r = run(m, path, seed, epochs); r.update(method=m, seed=seed); rows.append(r)
-            print(f'  seed {seed} {m:34s} bal.acc {r["balanced_accuracy"]:.3f}  ({r["seconds"]:.0f} s)', flush=True)
+        for m in methods:
+            r, rs = run(m, path, seed, epochs); r.update(method=m, seed=seed); rows.append(r)
+            rs.update(method=f'{m} + PriorShift(uniform)', seed=seed); rows.append(rs)
+            print(f'  seed {seed} {m:34s} bal.acc {r["balanced_accuracy"]:.3f}, then PriorShift(uniform) {rs["balanced_accuracy"]:.3f}  ({r["seconds"]:.0f} s)', flush=True)
     df = pd.DataFrame(rows)
     cols = ['accuracy', 'balanced_accuracy', 'macro_f1', 'many_shot', 'medium_shot', 'few_shot']
     g = df.groupby('method', sort=False)[cols]
     table = g.mean().map(lambda v: f'{100*v:.1f}') + ' ± ' + g.std().map(lambda v: f'{100*v:.1f}')
     print('\n' + table.to_string())
     base = df[df.method == 'plain CE'].set_index('seed')
-    for m in METHODS[1:]:
+    for m in methods[1:] + [f'{m} + PriorShift(uniform)' for m in methods]:
         d = df[df.method == m].set_index('seed')
-        print(f'{m:34s} balanced accuracy {100*(d.balanced_accuracy - base.balanced_accuracy).mean():+.1f} points vs plain CE '
-              f'(per seed: {" ".join(f"{100*v:+.1f}" for v in (d.balanced_accuracy - base.balanced_accuracy))}); '
-              f'many-shot {100*(d.many_shot - base.many_shot).mean():+.1f}')
+        diff, mean, h = paired(d, base)
+        print(f'{m:34s} balanced accuracy {mean:+.1f} points vs plain CE, 95% interval [{mean - h:+.1f}, {mean + h:+.1f}] '
+              f'(per seed: {" ".join(f"{v:+.1f}" for v in diff)}); many-shot {100*(d.many_shot - base.many_shot).mean():+.1f}')
+    ms = [m for m in methods if m.startswith('BalancedFinetune head') or m.startswith('BalancedFinetune classifier')]
+    if len(ms) == 2:
+        a, b = (df[df.method == m].set_index('seed') for m in ms)
+        diff, mean, h = paired(b, a)
+        print(f'classifier minus head: {mean:+.1f} points of balanced accuracy, 95% interval [{mean - h:+.1f}, {mean + h:+.1f}]')
+    for m in methods:  # the shift from the prior the model was trained under never makes it worse on a balanced set (issue 15's double correction)
+        a, b = (df[df.method == x].set_index('seed') for x in (m, f'{m} + PriorShift(uniform)'))
+        diff, mean, h = paired(b, a)
+        print(f'{m:34s} + PriorShift(uniform) minus alone: {mean:+.1f} points of balanced accuracy, 95% interval [{mean - h:+.1f}, {mean + h:+.1f}]')
     if out: df.to_csv(out, index=False)
 
 
@@ -84,4 +113,7 @@ if __name__ == '__main__':
     ap.add_argument('--epochs', type=int, default=10)
     ap.add_argument('--imbalance', type=float, default=100)
     ap.add_argument('--out', default=None)
+    ap.add_argument('--data', default='lt', choices=['lt', 'rare'])
+    ap.add_argument('--data-seed', type=int, default=0, help="digits_lt's scan shuffle: another seed (and --imbalance) gives a set nothing was tuned on")
+    ap.add_argument('--methods', default=None, help='comma-separated subset (plain CE is always run, as the baseline)')
     main(**vars(ap.parse_args()))

@@ -6,13 +6,16 @@
 __all__ = []
 
 # %% ../nbs/99_all.ipynb #c7522a76
-from . import core, datasets, data, finetune, priorshift, metrics, losses, interpret
+from . import core, datasets, sampling, data, training, augment, finetune, priorshift, metrics, losses, interpret
 from .core import *
 from .datasets import *
+from .sampling import *
 from .data import *
+from .training import *
+from .augment import *
 from .finetune import *
 from .priorshift import *
 from .metrics import *
 from .losses import *
 from .interpret import *
-__all__ = [*core.__all__, *datasets.__all__, *data.__all__, *finetune.__all__, *priorshift.__all__, *metrics.__all__, *losses.__all__, *interpret.__all__]  # nbdev lists only names defined here; re-export the modules' APIs
+__all__ = [*core.__all__, *datasets.__all__, *sampling.__all__, *data.__all__, *training.__all__, *augment.__all__, *finetune.__all__, *priorshift.__all__, *metrics.__all__, *losses.__all__, *interpret.__all__]  # nbdev lists only names defined here; re-export the modules' APIs

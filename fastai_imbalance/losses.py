@@ -81,6 +81,19 @@ class ImbalancedLoss(nn.Module):
 
     def activation(self, x): return torch.sigmoid(x) if self.multilabel else F.softmax(x, dim=self.axis)
     def decodes(self, x): return x > 0.5 if self.multilabel else x.argmax(dim=self.axis)
+    def output_prior(self, f):
+        "The prior the outputs are calibrated to when classes are sampled at frequencies `f` (see `training_prior`): `f` itself, unless the loss re-weights"
+        return f
+
+def _reweighted(f, w):
+    "Frequencies `f` times per-class weights `w`, normalised: the prior a weighted cross-entropy's minimiser is calibrated to"
+    p = f * torch.as_tensor(w, dtype=torch.float64).cpu()
+    return p / p.sum()
+
+def _odds_times(f, w):
+    "Per-label prevalences `f` with their odds multiplied by `w`: the prevalence a positive-weighted BCE's minimiser is calibrated to"
+    odds = f / (1 - f).clamp_min(1e-300) * torch.as_tensor(w, dtype=torch.float64).cpu()
+    return odds / (1 + odds)
 
 # %% ../nbs/06_losses.ipynb #l0000008
 class FocalLoss(ImbalancedLoss):
@@ -107,6 +120,10 @@ class FocalLoss(ImbalancedLoss):
         a = self._per_class(self.alpha, x, 'alpha')
         return self._reduce(l, None if a is None else a[y])
 
+    def output_prior(self, f):
+        w = self.alpha if self.alpha is not None else self.weight
+        return f if w is None else _reweighted(f, w)  # for gamma > 0 an approximation: focal outputs are not calibrated posteriors
+
 # %% ../nbs/06_losses.ipynb #l0000012
 class ClassBalancedLoss(FocalLoss):
     "Class-balanced loss (Cui et al. 2019): effective-number weights over cross-entropy (`gamma=0`) or focal loss"
@@ -126,6 +143,8 @@ class LogitAdjustedLoss(ImbalancedLoss):
     def forward(self, x, y):
         x,y = self._flat(x, y)
         return self._reduce(F.cross_entropy(x + self.tau * self._per_class(self.log_prior, x, 'the class counts'), y, reduction='none'))
+
+    def output_prior(self, f): return _reweighted(f, torch.exp(-self.tau * self.log_prior.double()))  # f / prior^tau: uniform for tau=1 on the natural data
 
 class BalancedSoftmaxLoss(LogitAdjustedLoss):
     "Balanced Softmax (Ren et al. 2020): cross-entropy on logits + log n_c (logit adjustment with tau=1)"
@@ -170,6 +189,8 @@ class LDAMLoss(ImbalancedLoss):
         z = x.scatter_add(1, y[:, None], -m[y][:, None])  # the true class's logit minus its margin
         w = self._per_class(self.weight, x, 'weight')
         return self._reduce(F.cross_entropy(self.s * z, y, reduction='none'), None if w is None else w[y])
+
+    def output_prior(self, f): return f if self.weight is None else _reweighted(f, self.weight)
 
 # %% ../nbs/06_losses.ipynb #l0000014
 class PairwiseAUCLoss(ImbalancedLoss):
@@ -239,6 +260,8 @@ class PosWeightBCELoss(_LabelwiseLoss):
         x,y = self._flat(x, y)
         return self._reduce(F.binary_cross_entropy_with_logits(x, y, pos_weight=self._per_class(self.pos_weight, x, 'pos_weight'), reduction='none'))
 
+    def output_prior(self, f): return f if self.pos_weight is None else _odds_times(f, self.pos_weight)
+
 class FocalBCELoss(_LabelwiseLoss):
     "Per-label focal loss on sigmoids: -alpha_t (1-p_t)^gamma log p_t, in log space (finite gradients for any gamma)"
     def __init__(self, gamma:float=2., alpha:float=None, thresh:float=0.5, **kwargs):
@@ -256,6 +279,8 @@ class FocalBCELoss(_LabelwiseLoss):
             l = torch.exp(self.gamma * l1m) * l
         if self.alpha is not None: l = l * (self.alpha * y + (1 - self.alpha) * (1 - y))
         return self._reduce(l)
+
+    def output_prior(self, f): return f if self.alpha is None else _odds_times(f, torch.full_like(f, self.alpha / (1 - self.alpha)))
 
 class AsymmetricLoss(_LabelwiseLoss):
     "ASL (Ridnik et al. 2021): (1-p)^gamma_pos log p for positives, p_m^gamma_neg log(1-p_m) for negatives, p_m = max(p-clip, 0); in log space"

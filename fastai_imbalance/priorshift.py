@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['calibration_methods', 'check_priors', 'prior_shift_logits', 'Calibration', 'calibrate', 'em_priors', 'bbse_priors',
-           'PriorShift', 'noop_act']
+           'trained_prior', 'PriorShift', 'noop_act']
 
 # %% ../nbs/04_priorshift.ipynb #5de91afc
 import warnings
@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from fastcore.basics import store_attr, ifnone, patch
 from fastai.callback.core import Callback
 from fastai.learner import Learner
-from .core import class_priors, local_inference, _check_nonneg, _plain
-from .data import ResampledDL, _unwrap
+from .core import local_inference, at_inference, _check_nonneg, _plain
+from .training import TrainedPrior, training_prior, _unwrap
 
 # %% ../nbs/04_priorshift.ipynb #4d9c69f2
 def check_priors(p, # Priors: a sequence, array or tensor of non-negative numbers
@@ -55,10 +55,12 @@ def prior_shift_logits(logits:torch.Tensor, # Raw model outputs, `(n, k)`
     for name,p in (('source', source), ('target', target)):
         if len(p) != logits.shape[-1]: raise ValueError(f"{name} priors have {len(p)} entries but the model outputs {logits.shape[-1]} classes")
     src,tgt = source.to(logits.device, torch.float64),target.to(logits.device, torch.float64)
-    if multilabel: delta = _logit(tgt) - tau * _logit(src)
-    else:
-        if (src == 0).any(): raise ValueError(f"source prior of class {torch.nonzero(src == 0).flatten()[:5].tolist()} is 0: log(0) is undefined")
-        delta = torch.log(tgt) - tau * torch.log(src)
+    bad = ((src == 0) | (src == 1)) if multilabel else src == 0
+    if bad.any():
+        i = torch.nonzero(bad).flatten()[:10].tolist()
+        raise ValueError(f"the source prior of class {i} is {src[i[0]].item():g}: the model never saw it {'present' if src[i[0]] == 0 else 'absent'} in training, so Bayes' rule "
+                         f"would move its scores by an infinite amount; pass source= priors with a floor, or leave the class out")
+    delta = _logit(tgt) - tau * _logit(src) if multilabel else torch.log(tgt) - tau * torch.log(src)
     return (logits.double() + delta).to(logits.dtype)
 
 # %% ../nbs/04_priorshift.ipynb #8e5433b7
@@ -98,7 +100,6 @@ class Calibration:
 
     def __repr__(self): return f"Calibration({self.method}, T={self.log_t.exp().item():.3f}{', multilabel' if self.multilabel else ''})"
 
-
 # %% ../nbs/04_priorshift.ipynb #bcea092f
 def calibrate(logits, # Validation logits, `(n, k)`
               targets, # Integer class indices `(n,)`, or a 0/1 `(n, k)` matrix for multilabel
@@ -117,7 +118,6 @@ def calibrate(logits, # Validation logits, `(n, k)`
 
 _fit_calibration = calibrate  # `estimate_priors` has an argument of the same name
 
-
 # %% ../nbs/04_priorshift.ipynb #87e34519
 def _check_probs(P, multilabel):
     P = _plain(P)
@@ -129,31 +129,34 @@ def _check_probs(P, multilabel):
     return P if P.dtype == torch.float64 else P.float()  # float32 unless given float64
 
 def _em_step(P, src, floor, multilabel, chunk=8192):
-    "One EM step of Saerens et al. and the mean log-likelihood of `pi`: single-label as two matrix-vector products (no `(n, k)` temporary), multilabel per label"
+    "One EM step of Saerens et al., with the mean log-likelihood of `pi` and its duality gap (a bound on how far that log-likelihood is below its maximum): single-label as two matrix-vector products (no `(n, k)` temporary), multilabel per label"
     n = len(P)
     def step(pi):
         if not multilabel:
             r = pi / src
             d = (P @ r).clamp_min(1e-30)
-            new = (r * (P.t() @ (1 / d)) / n).clamp_min(floor)
-            return new / new.sum(),torch.log(d).mean()
+            g = (P.t() @ (1 / d)) / n / src  # the log-likelihood's gradient; sum(pi * g) = 1
+            new = (pi * g).clamp_min(floor)
+            return new / new.sum(),torch.log(d).mean(),float(g.max()) - 1
         r1,r0,acc,ll = pi / src,(1 - pi) / (1 - src),torch.zeros_like(pi),0.
         for i in range(0, n, chunk):  # posterior of each label under `pi`, averaged: independent binary EMs
             p = P[i:i + chunk]
             d = (p * r1 + (1 - p) * r0).clamp_min(1e-30)
             acc += (p * r1 / d).sum(0)
             ll = ll + torch.log(d).sum()
-        return (acc / n).clamp(floor, 1 - floor),ll / n
+        new = acc / n  # pi * g1, with (1 - pi) * g0 = 1 - new
+        gap = torch.maximum(new / pi, (1 - new) / (1 - pi)) - 1  # a concave function of pi in [0, 1]: the larger end gradient
+        return new.clamp(floor, 1 - floor),ll / n,float(gap.max())
     return step
 
 def em_priors(probs:torch.Tensor, # Calibrated posteriors on the unlabelled target data, `(n, k)` (sigmoids for multilabel)
               source, # Priors under which `probs` are calibrated (per-label prevalences for multilabel)
-              tol:float=1e-6, # Stop when no prior moves by more than this in one EM step
-              max_iter:int=1000, # Cap on EM steps
+              tol:float=1e-9, # Stop when the mean log-likelihood is provably within this of its maximum (the duality gap)
+              max_iter:int=10000, # Cap on EM steps
               floor:float=1e-8, # No prior falls below this
               multilabel:bool=False, # Independent binary EM per label
              )->torch.Tensor:
-    "Target priors by the EM algorithm of Saerens et al. (2002), accelerated with SQUAREM"
+    "Target priors by the EM algorithm of Saerens et al. (2002), accelerated with SQUAREM, stopped on a certificate of the log-likelihood's optimality"
     P = _check_probs(probs, multilabel)
     src = check_priors(source, P.shape[1], 'source priors', multilabel=multilabel).to(P.device, P.dtype)
     bad = (src == 0) | (src == 1) if multilabel else src == 0
@@ -163,25 +166,25 @@ def em_priors(probs:torch.Tensor, # Calibrated posteriors on the unlabelled targ
         if multilabel: return x.clamp(floor, 1 - floor)
         x = x.clamp_min(floor)
         return x / x.sum()
-    pi = src.clone()
-    p1,ll = step(pi); it = 1
+    pi = fix(src.clone())
+    p1,ll,gap = step(pi); it = 1
     while it < max_iter:  # SQUAREM (Varadhan & Roland 2008): two EM steps, then an extrapolation kept if the likelihood rose
-        if (p1 - pi).abs().max() < tol: return _as_priors(p1, multilabel, floor)
-        p2,_ = step(p1)
+        if gap < tol: return _as_priors(p1, multilabel, floor)  # EM never lowers the likelihood: p1 is at least as close as pi
+        p2,_,gap1 = step(p1)
+        if gap1 < tol: return _as_priors(p2, multilabel, floor)
         r,v = p1 - pi,p2 - 2 * p1 + pi
         a = -torch.sqrt((r * r).sum() / (v * v).sum().clamp_min(1e-30)).clamp_min(1.)
         x = fix(pi - 2 * a * r + a * a * v)
-        px,llx = step(x); it += 2
-        if llx >= ll: pi,p1,ll = x,px,llx      # the EM step from x is the next cycle's first step: 2 passes a cycle
-        else: (p1,ll),pi,it = step(p2),p2,it + 1  # overshot: fall back to plain EM's progress
-    warnings.warn(f"EM did not converge in {max_iter} iterations (tol={tol}); returning the last estimate")
+        px,llx,gapx = step(x); it += 2
+        if llx >= ll: pi,p1,ll,gap = x,px,llx,gapx      # the EM step from x is the next cycle's first step: 2 passes a cycle
+        else: (p1,ll,gap),pi,it = step(p2),p2,it + 1  # overshot: fall back to plain EM's progress
+    warnings.warn(f"EM did not converge in {max_iter} iterations (duality gap {gap:.1e} > tol {tol}); returning the last estimate")
     return _as_priors(pi, multilabel, floor)
 
 def _as_priors(p, multilabel=False, floor=0.):
     "float64 priors; per-label prevalences are clamped to [floor, 1-floor] in float64 (float32 rounds 1-1e-8 to 1, an infinite logit)"
     p = p.double().cpu()
     return p.clamp(floor, 1 - floor) if multilabel else p / p.sum()
-
 
 # %% ../nbs/04_priorshift.ipynb #f23a14b8
 def bbse_priors(val_probs, # Calibration-set probabilities, `(n, k)`
@@ -205,87 +208,109 @@ def bbse_priors(val_probs, # Calibration-set probabilities, `(n, k)`
     if pi.sum() == 0: raise ValueError("BBSE gave all-zero priors: the confusion matrix is too poorly conditioned")
     return pi / pi.sum()
 
-
 # %% ../nbs/04_priorshift.ipynb #d56977cc
 def _check_method(method):
     if method not in ('em', 'bbse'): raise ValueError(f"unknown method {method!r}: use 'em' or 'bbse'")
 
+def _is(o, s): return isinstance(o, str) and o == s
+
+def trained_prior(learn)->TrainedPrior:
+    "The prior `learn`'s model was trained under: what its last fit recorded (`learn.trained_prior`, also after `load_learner`), else what its current training loader and loss give"
+    tp = getattr(learn, 'trained_prior', None)
+    if tp is not None: return tp
+    try: return training_prior(learn)
+    except Exception as e:
+        raise ValueError(f"cannot tell which prior the model was trained under ({e}); it was not recorded (a fit with fastai_imbalance imported records it, "
+                         "and learn.export() keeps it): pass source= priors") from None
+
 class PriorShift(Callback):
-    "Correct predictions at inference from the training priors to `target` priors (Bayes' rule on the logits)"
+    "Correct predictions at inference from the prior the model was trained under to `target` priors (Bayes' rule on the logits)"
     order = 20  # after MixedPrecision has cast predictions back to float
     def __init__(self, target='uniform', # 'uniform', a sequence of priors, 'estimate' (from `dl`), or None (calibration only)
-                 source=None, # Priors the model learnt (default: training priors; 'sampled': a ResampledDL's per-epoch mix)
+                 source=None, # Priors the model's outputs are calibrated to (default: `learn.trained_prior`, what its last fit trained under)
                  tau:float=1., # Scale of the source term (post-hoc logit adjustment)
                  calibration:Calibration=None, # Applied to the logits before the shift
-                 multilabel:bool=None, # Per-label binary shifts (default: from the loss / targets)
+                 multilabel:bool=None, # Per-label binary shifts (default: sigmoid outputs, from the loss's activation)
                  normalize:bool=False, # Rescale priors that do not sum to 1 instead of raising
                  dl=None, # Unlabelled target data, for target='estimate'
                  method:str='em', # How target='estimate' estimates: 'em' or 'bbse'
-                 calibrate:str='bcts'): # Calibration target='estimate' fits on the validation set first
+                 calibrate:str='bcts', # Calibration target='estimate' fits first
+                 calib_dl=None, # Labelled data target='estimate' calibrates on (default: the validation set)
+                 in_validation:bool=False): # Also shift validation passes (`fit`'s and `validate`'s loss and metrics)
         if isinstance(target, str) and target not in ('uniform', 'estimate'): raise ValueError(f"unknown target {target!r}: use 'uniform', 'estimate', priors or None")
+        if isinstance(source, str): raise ValueError(f"source={source!r}: pass priors, or None for the prior the model was trained under (it follows resampling and weighted losses)")
         if _is(target, 'estimate'):
             if dl is None: raise ValueError("target='estimate' needs the unlabelled target data: PriorShift('estimate', dl=dls.test_dl(items))")
             if calibration is not None or source is not None: raise ValueError("target='estimate' fits its own calibration and source priors: leave `calibration` and `source` unset")
             _check_method(method)
-        store_attr()
-        self._src = self._tgt = None
+        store_attr(but='multilabel')
+        self._multilabel,self._src,self._tgt,self._cal = multilabel,None,None,None
 
-    def _setup(self):
-        if self._src is not None: return
-        if self.multilabel is None: self.multilabel = 'BCE' in type(self.learn.loss_func).__name__
-        if _is(self.target, 'estimate'): return self._estimate()
-        self._cal,self._src = self.calibration,self._source_priors()
-        k = len(self._src)
-        if _is(self.target, 'uniform'): self._tgt = torch.full((k,), 0.5 if self.multilabel else 1 / k, dtype=torch.float64)
-        elif self.target is None: self._tgt = self._src.clone()
-        else: self._tgt = check_priors(self.target, k, 'target priors', self.normalize, self.multilabel)
+    @property
+    def learn(self): return self.__dict__.get('_learn')
+    @learn.setter
+    def learn(self, learn):
+        "Added to a learner: the priors are resolved now, while the training data are there to read (an export may follow before any prediction)"
+        self.__dict__['_learn'] = learn
+        if learn is not None and not _is(self.target, 'estimate'):
+            try: self._setup()
+            except Exception: pass  # the same error comes back, in full, at the first prediction
 
-def _is(o, s): return isinstance(o, str) and o == s
-
+    @property
+    def multilabel(self): return self._multilabel
 
 # %% ../nbs/04_priorshift.ipynb #975b9a9f
 @patch
+def _setup(self:PriorShift):
+    if self._src is not None: return
+    if _is(self.target, 'estimate'): return self._estimate()
+    src,ml = self._source_priors()
+    k = len(src)
+    if _is(self.target, 'uniform'): tgt = torch.full((k,), 0.5 if ml else 1 / k, dtype=torch.float64)
+    elif self.target is None: tgt = src.clone()
+    else: tgt = check_priors(self.target, k, 'target priors', self.normalize, ml)
+    self._cal,self._src,self._tgt,self._multilabel = self.calibration,src,tgt,ml  # all or nothing: a bad target leaves nothing half set
+
+@patch
 def _source_priors(self:PriorShift):
-    "Source priors: given, or the training loader's (warning when that loader was class-balanced)"
-    if self.source is not None and not isinstance(self.source, str):
-        return check_priors(self.source, None, 'source priors', self.normalize, self.multilabel)
-    dl = _unwrap(self.learn.dls.train)
-    if self.source == 'sampled':
-        if not isinstance(dl, ResampledDL): raise ValueError("source='sampled' needs a ResampledDL training loader")
-        e = torch.as_tensor(dl.expected_counts(), dtype=torch.float64)
-        return e / (dl.n_draws if self.multilabel else e.sum())
-    if isinstance(dl, ResampledDL) and not (dl.mode == 'alpha' and getattr(dl, 'alpha', 1.) == 1.):
-        warnings.warn("the training loader resamples the classes, so the model learnt its sampling mix, not the label counts: "
-                      "PriorShift's default source (the raw training priors) would correct twice; pass source='sampled'")
-    w = getattr(getattr(self.learn.loss_func, 'func', None), 'weight', None)
-    if w is not None: warnings.warn("the loss is class-weighted, so the model's learnt priors are not the training counts: check `source`")
-    return class_priors(dl).double()
+    "Source priors and whether multilabel: given, or the prior the model was trained under"
+    if self.source is not None:
+        ml = ifnone(self._multilabel, trained_prior(self.learn).kind == 'sigmoid' if self.learn is not None else False)
+        return check_priors(self.source, None, 'source priors', self.normalize, ml),ml
+    tp = trained_prior(self.learn)
+    ml = ifnone(self._multilabel, tp.kind == 'sigmoid')
+    if ml != (tp.kind == 'sigmoid'): raise ValueError(f"multilabel={ml}, but the model was trained with {tp.kind} outputs ({tp.how})")
+    return check_priors(tp.priors, None, 'the trained prior', True, ml),ml
 
 @patch
 def after_pred(self:PriorShift):
-    if self.training: return
+    if self.training or not (self.in_validation or at_inference(self.learn)): return  # inference only: valid loss and metrics stay the model's own
     self._setup()
     z = self.learn.pred
     if self._cal is not None: z = self._cal(z)
-    self.learn.pred = prior_shift_logits(z, self._tgt, self._src, self.tau, self.multilabel)
+    self.learn.pred = prior_shift_logits(z, self._tgt, self._src, self.tau, self._multilabel)
+
+@patch
+def after_fit(self:PriorShift):
+    "A fit (not a prediction) changed what the model was trained under: priors read from it are resolved again at the next prediction"
+    if self.source is None and not hasattr(self.learn, 'gather_preds') and not _is(self.target, 'estimate'): self._src = None
 
 @patch
 def after_train(self:PriorShift):
     "The weights changed: an estimate made for the old ones is stale"
-    if self.dl is not None: self._src = self._tgt = None
+    if _is(self.target, 'estimate'): self._src = self._tgt = None
 
 @patch
 def __getstate__(self:PriorShift):
-    "Export keeps the estimated priors and calibration, never the unlabelled data (estimate before exporting)"
-    return {k: (None if k == 'dl' else v) for k,v in Callback.__getstate__(self).items()}
-
+    "Export keeps the priors and calibration, never the data (estimate before exporting)"
+    return {k: (None if k in ('dl', 'calib_dl') else v) for k,v in Callback.__getstate__(self).items()}
 
 # %% ../nbs/04_priorshift.ipynb #30e62db0
 def noop_act(x):
     "Identity activation, so `get_preds` returns raw logits"
     return x
 
-def _estimate(vz, vy, tz, method, calibrate, train_dl, **kwargs):
+def _estimate(vz, vy, tz, method, calibrate, learn, **kwargs):
     "Target priors, source priors and calibration from validation logits/labels `vz`,`vy` and target logits `tz`"
     ml = vy.ndim == 2
     if method == 'bbse' and ml: raise ValueError("BBSE is single-label: use method='em' for multilabel data")
@@ -293,15 +318,15 @@ def _estimate(vz, vy, tz, method, calibrate, train_dl, **kwargs):
     f = cal if cal is not None else noop_act
     act = torch.sigmoid if ml else (lambda z: z.softmax(1))
     vp,tp = act(f(vz).float()),act(f(tz).float())
-    src = vp.double().mean(0) if cal is not None else class_priors(train_dl).double()
+    src = vp.double().mean(0) if cal is not None else trained_prior(learn).priors.double()  # uncalibrated: the prior the model trained under
     pi = em_priors(tp, src, multilabel=ml, **kwargs) if method == 'em' else bbse_priors(vp, vy, tp)
     return pi,src,cal
 
 @patch
 def estimate_priors(self:Learner, dl, # Unlabelled target data (a fastai DataLoader)
                     method:str='em', # 'em' or 'bbse'
-                    calibrate:str='bcts', # Calibration fitted on the labelled validation set: 'ts', 'bcts', 'vs' or None
-                    valid_dl=None, # Labelled data for calibration and source priors (default: `self.dls.valid`)
+                    calibrate:str='bcts', # Calibration fitted on the labelled `valid_dl`: 'ts', 'bcts', 'vs' or None
+                    valid_dl=None, # Labelled data for calibration and source priors (default: `self.dls.valid`; score the corrected model on other data)
                     **kwargs, # Passed to `em_priors`
                    )->torch.Tensor:
     "Target priors of `dl`, estimated from the model's predictions; also returns calibration and source in `self.prior_estimate`"
@@ -315,10 +340,9 @@ def estimate_priors(self:Learner, dl, # Unlabelled target data (a fastai DataLoa
             tz,_ = self.get_preds(dl=dl, act=noop_act)
     finally:
         for cb in old: self.add_cb(cb)
-    pi,src,cal = _estimate(vz, vy, tz, method, calibrate, _unwrap(self.dls.train), **kwargs)
+    pi,src,cal = _estimate(vz, vy, tz, method, calibrate, self, **kwargs)
     self.prior_estimate = dict(priors=pi, source=src, calibration=cal, multilabel=vy.ndim == 2)
     return pi
-
 
 # %% ../nbs/04_priorshift.ipynb #e5a1b2c3
 def _raw_preds(learn, dl, what='data'):
@@ -337,13 +361,12 @@ def _raw_preds(learn, dl, what='data'):
 
 @patch
 def _estimate(self:PriorShift):
-    "target='estimate': calibrate on the validation set and run EM on `dl`, for the current weights"
+    "target='estimate': calibrate on `calib_dl` (the validation set) and run EM on `dl`, for the current weights"
     if self.dl is None: raise ValueError("PriorShift('estimate') has no data to estimate from (it was exported before estimating): pass fixed priors, or adapt_to(dl)")
-    vz,vy = _raw_preds(self.learn, _unwrap(self.learn.dls.valid), 'validation set')
+    vz,vy = _raw_preds(self.learn, _unwrap(ifnone(self.calib_dl, self.learn.dls.valid)), 'calibration set')
     tz,_ = _raw_preds(self.learn, self.dl, 'unlabelled data set')
-    self._tgt,self._src,self._cal = _estimate(vz, vy, tz, self.method, self.calibrate, _unwrap(self.learn.dls.train))
-    self.multilabel = vy.ndim == 2
-
+    self._tgt,self._src,self._cal = _estimate(vz, vy, tz, self.method, self.calibrate, self.learn)
+    self._multilabel = vy.ndim == 2
 
 # %% ../nbs/04_priorshift.ipynb #c3b4701c
 @patch

@@ -5,7 +5,8 @@ from scipy import sparse, stats
 from fastai.data.all import Datasets, DataLoaders, TfmdDL, Categorize, parent_label, noop, set_seed
 from fastai.vision.data import ImageDataLoaders
 from fastai_imbalance.core import class_counts, class_weights
-from fastai_imbalance.data import ResampledDL, ClassSampler, _systematic
+from fastai_imbalance.data import ResampledDL
+from fastai_imbalance.sampling import ClassSampler, _systematic
 
 RNG = np.random.default_rng(0)
 
@@ -102,7 +103,7 @@ def test_set_seed_reproduces_epochs(lt_path):
         dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=16, num_workers=0).resampled('balanced')
         out = []
         for _ in range(3):
-            dls.train.randomize(); out.append(list(dls.train.get_idxs()))
+            dls.train.randomize(); dls.train.before_iter(); out.append(list(dls.train.get_idxs()))  # as DataLoader.__iter__ does
         return out
     a, b = epochs(), epochs()
     assert a == b and a[0] != a[1]
@@ -112,7 +113,7 @@ def test_numpy_global_rng_untouched():
     y, _ = lt_labels(k=3)
     dl = dl_from_labels(y)
     np.random.seed(0); before = np.random.random()
-    np.random.seed(0); dl.get_idxs(); after = np.random.random()
+    np.random.seed(0); dl.before_iter(); dl.get_idxs(); after = np.random.random()
     assert before == after
 
 
@@ -225,3 +226,69 @@ def test_export_of_a_resampled_learner(lt_path, tmp_path):
     pred, _, probs = served.predict(sorted((lt_path/'valid'/'9').glob('*.png'))[0])
     assert pred in dls.vocab and abs(float(probs.sum()) - 1) < 1e-5
     with pytest.raises(ValueError, match='the training split is empty'): ResampledDL(dls.train.dataset.new_empty(), bs=4)
+
+
+# --- issue 15: inference sees every item once, a new strategy replaces the old, whole blocks, workers ---
+
+@pytest.mark.parametrize('drop_last', [False, True])
+def test_get_preds_on_a_resampled_train_loader_sees_every_item_once(lt_path, drop_last):
+    from fastai.vision.all import vision_learner
+    from conftest import tiny_arch
+    dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=16, num_workers=0).resampled('oversample', drop_last=drop_last)
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    with learn.no_bar(): p, y = learn.get_preds(dl=dls.train)  # fastai calls get_idxs() here with gradients on
+    n = len(dls.train_ds)
+    assert len(p) == len(y) == n
+    assert np.bincount(y.numpy(), minlength=10).tolist() == class_counts(dls).tolist()
+    assert len(dls.train) == (1000 // 16 if drop_last else -(-1000 // 16))  # training length is still the resampled epoch's
+
+
+def test_a_new_strategy_replaces_the_old(lt_path):
+    dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=16, num_workers=0)
+    w = np.linspace(1, 5, 10)
+    a = dls.resampled(class_weights=w)
+    assert a.train.mode == 'class_weights'
+    b = a.resampled('sqrt')
+    assert b.train.mode == 'alpha' and b.train.alpha == .5 and b.train.class_weights is None
+    e = b.train.expected_counts(); s = np.sqrt(class_counts(dls).values)
+    assert np.allclose(e / e.sum(), s / s.sum())
+    c = dls.resampled('oversample', per_batch=4).resampled('balanced')
+    assert c.train.per_batch is None and c.train.mode == 'alpha'
+
+
+def test_per_batch_targets_are_whole_blocks():
+    y = np.repeat([0, 1, 2], [10, 10, 10])
+    with pytest.warns(UserWarning, match=re.escape('targets rounded to whole blocks of per_batch=4: [3, 5, 0] -> [4, 4, 0]')):
+        dl = dl_from_labels(y, targets=[3, 5, 0], per_batch=4)
+    idx = dl.draw(np.random.default_rng(0)).reshape(-1, 4)
+    assert (y[idx] == y[idx[:, :1]]).all() and sorted(np.bincount(y[idx.ravel()], minlength=3).tolist()) == [0, 4, 4]
+
+
+def test_workers_give_the_same_draws_and_every_item_at_inference(lt_path):
+    def batches(nw):
+        set_seed(3)
+        dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=25, num_workers=nw).resampled('balanced')  # 250 draws: no batch dropped
+        return [y.tolist() for _, y in dls.train], dls
+    a, _ = batches(0)
+    b, dls = batches(2)
+    assert a == b  # the same seeded epoch with and without workers (the order is drawn in the main process)
+    assert np.bincount(np.concatenate(b), minlength=10).tolist() == [25] * 10  # systematic draws: exactly balanced
+    inf = dls.train.new(shuffle=False, drop_last=False)
+    ys = torch.cat([y for _, y in inf])
+    assert len(ys) == len(dls.train_ds) and np.bincount(ys.numpy(), minlength=10).tolist() == class_counts(dls).tolist()
+
+
+def test_progressive_balancing_puts_alpha_back_and_takes_fastai_schedules(lt_path):
+    from fastai.vision.all import vision_learner, SchedCos, sched_cos, Callback
+    from fastai_imbalance.finetune import ProgressiveBalancing
+    from conftest import tiny_arch
+    dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=32, num_workers=0).resampled(.7)
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    class A(Callback):
+        order = 50
+        def before_fit(self): self.a = []
+        def before_train(self): self.a.append(self.dls.train.alpha)
+    for sched in (SchedCos, sched_cos, None):
+        rec = A()
+        with learn.no_bar(), learn.no_logging(): learn.fit(3, cbs=[ProgressiveBalancing(sched=sched), rec])
+        assert np.allclose(rec.a, [1., .5, 0.]) and dls.train.alpha == .7 and learn.dls.train is dls.train

@@ -49,8 +49,10 @@ def _worker(rank, world, port, path, out, epochs):
         for e in range(epochs):
             ddl.randomize()
             st = ddl.dl.rng.getstate()
+            ddl.dl.before_iter()  # a training pass: ResampledDL draws only when iterated
             full = [int(i) for i in ddl.dl.get_idxs()]  # this rank's own global draw, before any broadcast
             ddl.dl.rng.setstate(st)
+            ddl.before_iter()
             mine = ddl.get_idxs()     # rank 0's draw, broadcast, then this rank's slice
             res['epochs'].append({'mine': mine, 'full_own': full})
         for xb, yb in ddl:  # a real pass through the wrapped loader

@@ -59,7 +59,7 @@ def test_head_stage_trains_only_the_head_with_its_schedule(dls):
     # stage lr: cosine from the natural stage's largest rate (fit() is constant 1e-2) down towards 0
     stage = r[2]['lrs'] + r[3]['lrs']
     assert np.isclose(stage[0], 1e-2) and stage[-1] < 1e-3 and all(np.diff(stage) <= 1e-12)
-    assert [v[-1] for v in learn.recorder.values] == ['natural', 'natural', 'balanced', 'balanced']
+    assert [v[-1] for v in learn.recorder.values] == [0, 0, 1, 1]  # the 'stage' column: a number, for fastai's loggers
     assert_restored(learn, dls, n_metrics=1)
 
 
@@ -155,9 +155,179 @@ def test_bad_settings(make, msg):
 
 def test_bad_settings_at_fit_start(dls):
     learn = vision_learner(dls, tiny_arch, pretrained=False)
-    with pytest.raises(ValueError, match=re.escape('BalancedFinetune(epochs=3) does not fit a fit of 3 epochs')):
+    with pytest.warns(UserWarning, match=re.escape('BalancedFinetune(epochs=3) in a fit of 3 epochs: the balanced stage takes the last 2')):
         quiet_fit(learn, 3, cbs=BalancedFinetune(epochs=3))
+    assert [v[-1] for v in learn.recorder.values] == [0, 1, 1]
     plain = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)), loss_func=CrossEntropyLossFlat())
     with pytest.raises(ValueError, match='gives a single parameter group'): quiet_fit(plain, 2, cbs=BalancedFinetune(epochs=1))
     with pytest.raises(ValueError, match=re.escape("unknown strategy 'equal'")): quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1, strategy='equal'))
     assert learn.dls.train is dls.train  # nothing trained, nothing changed
+
+
+# --- issue 15: every change put back, the stage where it belongs, fastai's own paths ---
+
+class StageLR(Callback):
+    "The optimizer's learning rate (as the torch optimizer holds it, for OptimWrapper) at each training batch, and the weight decay"
+    order = 60
+    def before_fit(self): self.lrs, self.wds = [], []
+    def before_batch(self):
+        if not self.training: return
+        o = getattr(self.opt, 'opt', None)
+        self.lrs.append(o.param_groups[-1]['lr'] if o is not None else self.opt.hypers[-1]['lr'])
+        self.wds.append(o.param_groups[-1]['weight_decay'] if o is not None else self.opt.hypers[-1]['wd'])
+
+
+@pytest.mark.parametrize('wrapped', [False, True])
+def test_stage_lr_and_wd_with_fastai_and_torch_optimizers(dls, wrapped):
+    from functools import partial
+    from fastai.vision.all import OptimWrapper, Adam
+    opt_func = partial(OptimWrapper, opt=torch.optim.AdamW) if wrapped else Adam
+    learn = vision_learner(dls, tiny_arch, pretrained=False, opt_func=opt_func)
+    rec = StageLR()
+    n_iter = len(dls.train)
+    quiet_fit(learn, 4, lr=1e-2, cbs=[BalancedFinetune(epochs=2, wd=.5), rec])
+    stage = rec.lrs[2 * n_iter:]
+    assert np.isclose(stage[0], 1e-2, rtol=1e-6) and stage[-1] < 1e-3  # the stage starts at the fit's largest rate, as the optimizer sees it
+    assert all(np.isclose(w, .5) for w in rec.wds[2 * n_iter:]) and not np.isclose(rec.wds[0], .5)
+    wd0 = rec.wds[0]
+    quiet_fit(learn, 1, cbs=rec)  # a later plain fit: weight decay is the optimizer's own again
+    assert all(np.isclose(w, wd0) for w in rec.wds)
+
+
+def test_drw_with_train_head_trains_only_the_head(dls):
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    probe = Probe()
+    quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1, mode='drw', train='head'), probe])
+    n_head = sum(1 for _ in learn.model[1].parameters())
+    assert probe.rows[1]['trainable'] == n_head < probe.rows[0]['trainable'] and probe.rows[1]['dl'] == 'TfmdDL'
+    assert probe.rows[1]['loss'] == 'CrossEntropyLossFlat' and probe.rows[0]['loss'] == 'CrossEntropyLossFlat'
+    assert_restored(learn, dls)
+
+
+def test_classifier_trains_the_last_linear_layer_head_the_whole_head(dls):
+    for train in ('classifier', 'head'):
+        learn = vision_learner(dls, tiny_arch, pretrained=False)
+        probe = Probe()
+        quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1, train=train), probe])
+        lin = last_linear(learn.model[1])  # fastai's head ends in a Linear without bias
+        n = len(list(lin.parameters())) if train == 'classifier' else len(list(learn.model[1].parameters()))
+        assert probe.rows[1]['trainable'] == n < probe.rows[0]['trainable']
+        assert_restored(learn, dls)
+
+
+def test_validate_inside_the_fit_sets_up_once(dls):
+    class Val(Callback):
+        "A user callback that validates at the end of each epoch (validate() sends after_epoch itself: call it once)"
+        order, busy = 70, False
+        def after_epoch(self):
+            if self.busy: return
+            self.busy = True
+            try: self.learn.validate()
+            finally: self.busy = False
+    class Weighted(Callback):
+        "Whether each epoch trains with a class-weighted loss (rows kept across the before_fit that validate() sends)"
+        order, rows = 60, []
+        def before_train(self): self.rows.append(getattr(self.learn.loss_func.func, 'weight', None) is not None)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, metrics=accuracy)
+    quiet_fit(learn, 3, cbs=[BalancedFinetune(epochs=1, mode='drw'), Val(), Weighted()])
+    assert learn.recorder.metric_names.filter(lambda n: n == 'stage').__len__() == 1
+    assert Weighted.rows == [False, False, True]  # DRW's weighted loss in the last epoch only
+    assert_restored(learn, dls, n_metrics=1)
+
+
+@pytest.mark.parametrize('how', ['fit', 'fit_one_cycle', 'fine_tune'])
+def test_one_epoch_fits_work_with_a_warning(dls, how):
+    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=BalancedFinetune())
+    with pytest.warns(UserWarning, match='leaves no room for the balanced stage'), learn.no_bar(), learn.no_logging():
+        getattr(learn, how)(1)
+    assert learn.dls.train is dls.train and learn.trained_prior.how == 'the training labels'
+
+
+def test_early_stopping_before_the_stage_warns(dls):
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    es = EarlyStoppingCallback(monitor='valid_loss', patience=0, min_delta=100.)
+    with pytest.warns(UserWarning, match='before the balanced stage.*EarlyStoppingCallback stopped it'):
+        quiet_fit(learn, 4, cbs=[BalancedFinetune(epochs=1), es])
+    assert len(learn.recorder.values) < 4 and learn.trained_prior.how == 'the training labels'
+
+
+def test_save_model_reloading_pre_stage_weights_warns_and_records_their_prior(dls, tmp_path):
+    from fastai.vision.all import ValueMetric
+    learn = vision_learner(dls, tiny_arch, pretrained=False, path=tmp_path)
+    learn.metrics = [ValueMetric(lambda: -float(learn.epoch), 'neg_epoch')]  # best at epoch 1: before the stage
+    with pytest.warns(UserWarning, match='reloads the weights of epoch 1, from before the balanced stage'):
+        quiet_fit(learn, 3, cbs=[BalancedFinetune(epochs=1), SaveModelCallback(monitor='neg_epoch', comp=np.greater)])
+    assert learn.trained_prior.how == 'the training labels'  # the reloaded weights' prior, not the stage's
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        quiet_fit(learn, 3, cbs=[BalancedFinetune(epochs=1), SaveModelCallback(monitor='neg_epoch', comp=np.greater, at_end=True)])
+    assert 'ResampledDL' in learn.trained_prior.how
+
+
+def test_stage_column_works_with_fastai_loggers(dls, tmp_path):
+    from fastai.vision.all import CSVLogger
+    import pandas as pd
+    class Scalars(Callback):
+        "What TensorBoardCallback does with each metric: add_scalar, which needs a number"
+        order = 90  # after Recorder
+        def before_fit(self): self.seen = []
+        def after_epoch(self):
+            for n, v in zip(self.recorder.metric_names[2:-1], self.recorder.log[2:-1]): self.seen.append((n, float(torch.as_tensor(v))))
+    learn = vision_learner(dls, tiny_arch, pretrained=False, path=tmp_path, metrics=accuracy)
+    sc = Scalars()
+    with learn.no_bar(): learn.fit(3, cbs=[BalancedFinetune(epochs=1), CSVLogger(), sc])
+    df = pd.read_csv(tmp_path/'history.csv')
+    assert df['stage'].tolist() == [0, 0, 1] and df['stage'].dtype.kind in 'iuf'
+    assert [v for n, v in sc.seen if n == 'stage'] == [0., 0., 1.]
+
+
+def test_each_fit_is_its_own_crt(dls):
+    "Documented: with reinit (the default for cRT) each fit re-initialises the classifier at its stage; reinit=False keeps it"
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    lin = last_linear(learn.model[1])
+    quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1, reinit=False))
+    w = lin.weight.detach().clone()
+    class Snap(Callback):
+        order = 60
+        def before_train(self):
+            if self.epoch == 1: self.w = lin.weight.detach().clone()
+        def after_train(self):
+            if self.epoch == 0: self.w0 = lin.weight.detach().clone()
+    s = Snap()
+    quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1, reinit=False), s])
+    assert torch.equal(s.w0, s.w)  # no re-initialisation at the stage
+    assert not torch.equal(w, s.w0)  # and the second fit trained on from the first
+
+
+def test_num_workers_fit_and_inference(lt_path):
+    dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=32, num_workers=2)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=BalancedFinetune(epochs=1))
+    probe = Probe()
+    quiet_fit(learn, 2, cbs=probe)
+    assert [o['dl'] for o in probe.rows] == ['TfmdDL', 'ResampledDL'] and learn.dls.train is dls.train
+    with learn.no_bar(): p, y = learn.get_preds(ds_idx=0)
+    assert len(p) == len(dls.train_ds) and sorted(y.tolist()) == sorted(int(dls.vocab.o2i[o.parent.name]) for o in dls.train.items)
+
+
+def test_timm_architecture_by_name(dls, tmp_path):
+    "vision_learner(dls, '<timm name>'): fastai builds a TimmBody and its own head; the stage finds, trains and restores it; PriorShift and export work"
+    pytest.importorskip('timm')
+    from fastai_imbalance.priorshift import PriorShift
+    learn = vision_learner(dls, 'resnet10t', pretrained=False, cbs=BalancedFinetune(epochs=1))
+    probe = Probe()
+    body0 = [p.detach().clone() for p in learn.model[0].parameters()]
+    class Snap(Callback):
+        order = 60
+        def before_train(self):
+            if self.epoch == 1: self.body = [p.detach().clone() for p in self.model[0].parameters()]
+    s = Snap()
+    quiet_fit(learn, 2, cbs=[probe, s])
+    assert probe.rows[1]['trainable'] == sum(1 for _ in learn.model[1].parameters()) and probe.rows[1]['dl'] == 'ResampledDL'
+    assert all(torch.equal(a, b) for a, b in zip(s.body, learn.model[0].parameters()))  # the body did not move in the stage
+    assert not all(torch.equal(a, b) for a, b in zip(body0, learn.model[0].parameters()))  # it trained before it
+    assert_restored(learn, dls)
+    torch.testing.assert_close(learn.trained_prior.priors, torch.full((10,), .1, dtype=torch.float64))
+    learn.add_cb(PriorShift('uniform'))
+    learn.export(tmp_path/'timm.pkl')
+    img = dls.valid.items[0]
+    assert torch.allclose(load_learner(tmp_path/'timm.pkl').predict(img)[2], learn.predict(img)[2], atol=1e-5)

@@ -26,7 +26,7 @@ def test_thousand_epochs_on_five_thousand_classes(strategy):
     tracemalloc.start()
     mem = []
     for ep in range(epochs):
-        idx = np.asarray(dl.get_idxs())
+        dl.before_iter(); idx = np.asarray(dl.get_idxs())  # what DataLoader.__iter__ does before a training pass
         assert idx.min() >= 0 and idx.max() < N and len(idx) == N          # no index out of range, one epoch's worth
         c = np.bincount(y[idx], minlength=C)
         assert (np.abs(c - e) < 1 + 1e-9).all()                             # every class within one draw of its expectation
