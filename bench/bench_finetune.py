@@ -47,7 +47,7 @@ def run(method, path, seed, epochs, lr=3e-3, bs=32):
     else: dls = dblock.dataloaders(path, bs=bs, num_workers=0)
     cbs = {'plain CE': [], "fastai weighted_dataloaders": [],
            'BalancedFinetune head (cRT)': [BalancedFinetune(train='head')],
-           'BalancedFinetune classifier (cRT, Kang et al.)': [BalancedFinetune(train='classifier')],
+           'BalancedFinetune classifier (Kang et al. cRT)': [BalancedFinetune(train='classifier')],
            'BalancedFinetune all layers': [BalancedFinetune(train='all')],
            'DRW (BalancedFinetune mode=drw)': [BalancedFinetune(mode='drw')]}[method]
     learn = vision_learner(dls, resnet18, pretrained=False, cbs=cbs)
@@ -61,7 +61,7 @@ def run(method, path, seed, epochs, lr=3e-3, bs=32):
     return res, shifted
 
 
-METHODS = ['plain CE', "fastai weighted_dataloaders", 'BalancedFinetune head (cRT)', 'BalancedFinetune classifier (cRT, Kang et al.)',
+METHODS = ['plain CE', "fastai weighted_dataloaders", 'BalancedFinetune head (cRT)', 'BalancedFinetune classifier (Kang et al. cRT)',
            'BalancedFinetune all layers', 'DRW (BalancedFinetune mode=drw)']
 
 

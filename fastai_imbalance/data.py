@@ -14,6 +14,7 @@ from fastcore.basics import store_attr, ifnone, patch, merge
 from fastcore.meta import delegates
 from fastai.data.core import TfmdDL, DataLoaders, Datasets
 from fastai.data.block import DataBlock
+from fastai.data.transforms import CategoryMap
 from fastai.distributed import DistributedDL
 from .core import item_labels, plot_class_counts, _check_nonneg
 from .sampling import ClassSampler, draw_items, _systematic
@@ -53,6 +54,8 @@ class ResampledDL(TfmdDL):
         store_attr(','.join(a for a in _resample_args if a not in ('labels', 'vocab', 'n')))
         self.epoch_n = n
         self.labels,self.vocab = self._read_labels(dataset, labels, vocab, kwargs.pop('_labels_cache', None))
+        dv = getattr(dataset, 'vocab', None) if vocab is None else None
+        if isinstance(dv, CategoryMap) and list(dv) == list(self.vocab): self.vocab = dv  # fastai's own (its interpretation and `o2i` need it)
         self._n_items = self.labels.shape[0]
         self._setup_sampling()
         super().__init__(dataset, bs=bs, shuffle=shuffle, **kwargs)

@@ -105,7 +105,7 @@ def before_fit(self:BalancedFinetune):
     if getattr(self.learn, '_imb_warmup', False): self.learn._imb_warmup = False; return  # fine_tune's frozen warm-up fit
     self.start = self._stage_start()
     if self.start is None: return
-    self.active,self.stage,self._lr_max,self._no_step,self._pre_stage = True,'natural',None,[],False
+    self.active,self.stage,self._lr_max,self._no_step,self._pre_stage,self._stage_steps = True,'natural',None,[],False,0
     self._saved = dict(base=_unwrap(self.dls.train), loss_func=self.learn.loss_func, rg=[p.requires_grad for p in self.model.parameters()],
                        frozen_idx=getattr(self.learn.opt, 'frozen_idx', None) if self.learn.opt is not None else None,
                        metrics=self.learn.metrics, wd=None)
@@ -145,7 +145,7 @@ def before_epoch(self:BalancedFinetune):
         lin = last_linear(self._head_mod)
         lin.reset_parameters()
         _sync_from_rank0(lin.parameters())  # each rank drew its own init: DDP synced the weights only when it wrapped the model
-        for p in lin.parameters(): self.opt.state.pop(p, None)
+        for p in lin.parameters(): self.opt.state[p] = {}  # fresh optimizer state (after lr_find or load, fastai's state is a plain dict: set, never pop)
     self._set_trainable()
     if self.wd is not None:
         self._saved['wd'] = [h['wd'] for h in self.opt.hypers]
@@ -178,7 +178,8 @@ def before_train(self:BalancedFinetune):
 
 @patch
 def after_batch(self:BalancedFinetune):
-    if not self.active or not self.training or self.stage != 'natural': return
+    if not self.active or not self.training: return
+    if self.stage != 'natural': self._stage_steps += 1; return  # the stage stepped: the model now carries its prior
     lrs = np.array([h['lr'] for h in self.opt.hypers])
     self._lr_max = lrs if self._lr_max is None else np.maximum(self._lr_max, lrs)
 
@@ -204,6 +205,7 @@ def _best_epoch(tracker, values):
 def after_fit(self:BalancedFinetune):
     "Before the trackers' `after_fit`: say so when the fit ended before the stage, or when SaveModelCallback is about to reload pre-stage weights"
     if not self.active: return
+    if getattr(self.learn, 'train_iter', 0) == 0: return  # nothing trained (cancelled at before_fit): nothing to warn of
     if self.stage == 'natural':
         es = any(isinstance(c, EarlyStoppingCallback) for c in self.learn.cbs)
         warnings.warn(f"BalancedFinetune: the fit ended after epoch {self.epoch + 1} of {self.n_epoch}, before the balanced stage (epochs {self.start + 1} to {self.n_epoch}): "
@@ -231,7 +233,7 @@ def restore(self:BalancedFinetune, learn):
         if s['frozen_idx'] is not None: learn.opt.frozen_idx = s['frozen_idx']
         if s['wd'] is not None: learn.opt.set_hyper('wd', s['wd'])
     for m in getattr(self, '_frozen_bn', []): m.train(learn.model.training)
-    if self._pre_stage:  # SaveModelCallback reloaded pre-stage weights: they were trained on the natural data
+    if getattr(learn, 'train_iter', 0) and (self._pre_stage or (self.stage != 'natural' and not self._stage_steps)):  # pre-stage weights reloaded, or the fit ended before a stage step
         try: learn.trained_prior = training_prior(learn)
         except Exception: learn.trained_prior = None
     self.stage,self.active,self._saved,self._pre_stage = 'natural',False,None,False

@@ -129,7 +129,7 @@ def _check_probs(P, multilabel):
     return P if P.dtype == torch.float64 else P.float()  # float32 unless given float64
 
 def _em_step(P, src, floor, multilabel, chunk=8192):
-    "One EM step of Saerens et al., with the mean log-likelihood of `pi` and its duality gap (a bound on how far that log-likelihood is below its maximum): single-label as two matrix-vector products (no `(n, k)` temporary), multilabel per label"
+    "One EM step of Saerens et al., with the mean log-likelihood of `pi` and its Frank-Wolfe duality gap (a bound on how far that log-likelihood is below its maximum over priors of at least `floor`): single-label as two matrix-vector products (no `(n, k)` temporary), multilabel per label"
     n = len(P)
     def step(pi):
         if not multilabel:
@@ -137,7 +137,8 @@ def _em_step(P, src, floor, multilabel, chunk=8192):
             d = (P @ r).clamp_min(1e-30)
             g = (P.t() @ (1 / d)) / n / src  # the log-likelihood's gradient; sum(pi * g) = 1
             new = (pi * g).clamp_min(floor)
-            return new / new.sum(),torch.log(d).mean(),float(g.max()) - 1
+            gap = (1 - len(pi) * floor) * g.max() + floor * g.sum() - 1  # Frank-Wolfe gap over the priors with every class at least `floor`
+            return new / new.sum(),torch.log(d).mean(),float(gap)
         r1,r0,acc,ll = pi / src,(1 - pi) / (1 - src),torch.zeros_like(pi),0.
         for i in range(0, n, chunk):  # posterior of each label under `pi`, averaged: independent binary EMs
             p = P[i:i + chunk]
@@ -145,13 +146,14 @@ def _em_step(P, src, floor, multilabel, chunk=8192):
             acc += (p * r1 / d).sum(0)
             ll = ll + torch.log(d).sum()
         new = acc / n  # pi * g1, with (1 - pi) * g0 = 1 - new
-        gap = torch.maximum(new / pi, (1 - new) / (1 - pi)) - 1  # a concave function of pi in [0, 1]: the larger end gradient
+        G = new / pi - (1 - new) / (1 - pi)  # the derivative of each label's (concave) log-likelihood in its prevalence
+        gap = torch.where(G > 0, (1 - floor - pi) * G, (floor - pi) * G)  # Frank-Wolfe gap over [floor, 1 - floor]
         return new.clamp(floor, 1 - floor),ll / n,float(gap.max())
     return step
 
 def em_priors(probs:torch.Tensor, # Calibrated posteriors on the unlabelled target data, `(n, k)` (sigmoids for multilabel)
               source, # Priors under which `probs` are calibrated (per-label prevalences for multilabel)
-              tol:float=1e-9, # Stop when the mean log-likelihood is provably within this of its maximum (the duality gap)
+              tol:float=1e-9, # Stop when the mean log-likelihood is provably within this of its maximum (the duality gap; at least 1e-6 for float32 `probs`)
               max_iter:int=10000, # Cap on EM steps
               floor:float=1e-8, # No prior falls below this
               multilabel:bool=False, # Independent binary EM per label
@@ -162,6 +164,7 @@ def em_priors(probs:torch.Tensor, # Calibrated posteriors on the unlabelled targ
     bad = (src == 0) | (src == 1) if multilabel else src == 0
     if bad.any(): raise ValueError(f"source prior of class {torch.nonzero(bad).flatten()[:5].tolist()} is {src[bad][0].item():g}: EM divides by it")
     step = _em_step(P, src, floor, multilabel)
+    tol = max(tol, 8 * torch.finfo(P.dtype).eps)  # float32 sums certify no better than about 1e-6
     def fix(x):  # back into the feasible set after an extrapolation
         if multilabel: return x.clamp(floor, 1 - floor)
         x = x.clamp_min(floor)
@@ -244,7 +247,7 @@ class PriorShift(Callback):
             if calibration is not None or source is not None: raise ValueError("target='estimate' fits its own calibration and source priors: leave `calibration` and `source` unset")
             _check_method(method)
         store_attr(but='multilabel')
-        self._multilabel,self._src,self._tgt,self._cal = multilabel,None,None,None
+        self._multilabel,self._src,self._tgt,self._cal,self._for = multilabel,None,None,None,None
 
     @property
     def learn(self): return self.__dict__.get('_learn')
@@ -262,14 +265,17 @@ class PriorShift(Callback):
 # %% ../nbs/04_priorshift.ipynb #975b9a9f
 @patch
 def _setup(self:PriorShift):
-    if self._src is not None: return
-    if _is(self.target, 'estimate'): return self._estimate()
+    "Resolve the priors (and estimate them, for target='estimate') unless resolved already for the model's current trained prior"
+    tp = getattr(self.learn, 'trained_prior', None)  # every fit records a new one, however it ends: priors read before it are stale
+    if self._src is not None and self._for is tp: return
+    self._src = None
+    if _is(self.target, 'estimate'): self._estimate(); self._for = tp; return
     src,ml = self._source_priors()
     k = len(src)
     if _is(self.target, 'uniform'): tgt = torch.full((k,), 0.5 if ml else 1 / k, dtype=torch.float64)
     elif self.target is None: tgt = src.clone()
     else: tgt = check_priors(self.target, k, 'target priors', self.normalize, ml)
-    self._cal,self._src,self._tgt,self._multilabel = self.calibration,src,tgt,ml  # all or nothing: a bad target leaves nothing half set
+    self._cal,self._src,self._tgt,self._multilabel,self._for = self.calibration,src,tgt,ml,tp  # all or nothing: a bad target leaves nothing half set
 
 @patch
 def _source_priors(self:PriorShift):
@@ -291,13 +297,8 @@ def after_pred(self:PriorShift):
     self.learn.pred = prior_shift_logits(z, self._tgt, self._src, self.tau, self._multilabel)
 
 @patch
-def after_fit(self:PriorShift):
-    "A fit (not a prediction) changed what the model was trained under: priors read from it are resolved again at the next prediction"
-    if self.source is None and not hasattr(self.learn, 'gather_preds') and not _is(self.target, 'estimate'): self._src = None
-
-@patch
 def after_train(self:PriorShift):
-    "The weights changed: an estimate made for the old ones is stale"
+    "The weights changed within the fit (its trained prior is recorded when it ends): an estimate made for the old ones is stale"
     if _is(self.target, 'estimate'): self._src = self._tgt = None
 
 @patch

@@ -19,7 +19,7 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import LRFinder
 from fastai.distributed import DistributedDL
 from .core import item_labels, _plain
-from .data import ResampledDL
+from .data import ResampledDL, _alphas
 
 # %% ../nbs/02a_training.ipynb #t0000005
 def _unwrap(dl):
@@ -66,13 +66,18 @@ def output_kind(loss_func)->str:
     if p.shape == _probe.shape and torch.allclose(p, torch.sigmoid(_probe), atol=1e-6): return 'sigmoid'
     return None
 
+def _sampling_name(dl):
+    "How a `ResampledDL` draws, as its last epoch did: α (which `ProgressiveBalancing` moves), the strategy, or the explicit weights or targets"
+    if dl.mode == 'alpha': return f"alpha={dl.alpha:g}" + (f", strategy={dl.strategy!r}" if isinstance(dl.strategy, str) and _alphas.get(dl.strategy) == dl.alpha else '')
+    return f"strategy={dl.strategy!r}" if dl.mode in ('oversample', 'undersample') else dl.mode
+
 def _sampled(dl):
     "Class frequencies (per-label prevalences, multilabel) of what `dl` feeds its model in training, whether multilabel, and how they were found"
     dl = _unwrap(dl)
     if isinstance(dl, ResampledDL):
         e = torch.as_tensor(dl.expected_counts(), dtype=torch.float64)
         return (e / (dl.n_draws if dl.multilabel else e.sum()), dl.multilabel,
-                f"the expected draws of ResampledDL(strategy={dl.strategy!r}{', ' + dl.mode if dl.mode not in ('alpha', 'oversample', 'undersample') else ''})")
+                f"the expected draws of ResampledDL({_sampling_name(dl)})")
     y,vocab = item_labels(dl, split=None)
     ml,k = sparse.issparse(y),len(vocab)
     w = getattr(dl, 'wgts', None) if getattr(dl, 'shuffle', True) else None  # fastai's WeightedDL draws item i with probability wgts[i]
@@ -122,12 +127,13 @@ def fit(self:Learner, *args, **kwargs):
     outer = getattr(self, '_imb_fit', None),getattr(self, '_imb_restore', [])
     self._imb_fit,self._imb_restore,done = object(),[],False  # a token for this fit: callbacks set up once per fit
     probe = _probing(args, kwargs)
+    self.train_iter = 0  # fastai counts the fit's optimizer steps here (TrainEvalCallback)
     try:
         res = _fastai_fit(self, *args, **kwargs)
         done = True
         return res
     finally:
-        if not probe:
+        if not probe and self.train_iter > 0:  # a fit that stepped: one cancelled or failing before its first step trained nothing
             try: self.trained_prior = training_prior(self)  # the last epoch's loader and loss, before any callback puts its own back
             except Exception: self.trained_prior = None    # not a classifier, or labels it cannot read: nothing to record
         errs = []

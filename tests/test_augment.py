@@ -33,3 +33,13 @@ def test_rare_items_in_training_only(lt_path, nw):
 def test_in_batch_tfms_is_refused(lt_path):
     with pytest.raises(TypeError, match=r'pass it as cbs=MinorityAugment\(\.\.\.\)'):  # at the loaders' first pass, before any training
         ImageDataLoaders.from_folder(lt_path, valid='valid', bs=32, num_workers=0, batch_tfms=[MinorityAugment(aug_transforms())])
+
+
+def test_rare_classes_by_name_and_bad_ones(lt_path):
+    dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=25, num_workers=0)
+    cb = MinorityAugment([Count()], rare='9')  # one class by name, not the characters of a string
+    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=cb)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    assert cb.rare_idx.tolist() == [dls.vocab.o2i['9']]
+    with pytest.raises(ValueError, match=r'rare classes \[True\] are not in the vocab'), learn.no_bar(), learn.no_logging():
+        learn.fit(1, cbs=MinorityAugment([Count()], rare=[True]))

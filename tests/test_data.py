@@ -292,3 +292,15 @@ def test_progressive_balancing_puts_alpha_back_and_takes_fastai_schedules(lt_pat
         rec = A()
         with learn.no_bar(), learn.no_logging(): learn.fit(3, cbs=[ProgressiveBalancing(sched=sched), rec])
         assert np.allclose(rec.a, [1., .5, 0.]) and dls.train.alpha == .7 and learn.dls.train is dls.train
+
+
+def test_vocab_stays_fastais_and_interpretation_works(lt_path):
+    from fastai.vision.all import vision_learner, ClassificationInterpretation, CategoryMap
+    from conftest import tiny_arch
+    dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=16, num_workers=0)
+    r = dls.resampled('balanced')
+    assert isinstance(r.train.vocab, CategoryMap) and list(r.train.vocab) == list(dls.vocab)
+    learn = vision_learner(r, tiny_arch, pretrained=False)
+    with learn.no_bar(): interp = ClassificationInterpretation.from_learner(learn, ds_idx=0)
+    cm = interp.confusion_matrix()
+    assert cm.shape == (10, 10) and cm.sum() == len(dls.train_ds)

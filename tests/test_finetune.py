@@ -331,3 +331,24 @@ def test_timm_architecture_by_name(dls, tmp_path):
     learn.export(tmp_path/'timm.pkl')
     img = dls.valid.items[0]
     assert torch.allclose(load_learner(tmp_path/'timm.pkl').predict(img)[2], learn.predict(img)[2], atol=1e-5)
+
+
+def test_stage_after_lr_find_and_load(dls, tmp_path):
+    "lr_find and load rebuild fastai's optimizer state as a plain dict: the stage's fresh classifier state must not need a defaultdict"
+    learn = vision_learner(dls, tiny_arch, pretrained=False, path=tmp_path)
+    with learn.no_bar(), learn.no_logging(): learn.lr_find(num_it=5, show_plot=False)
+    quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1))
+    assert 'ResampledDL' in learn.trained_prior.how
+    learn.save('a'); learn.load('a')
+    quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1))
+    assert_restored(learn, dls)
+
+
+def test_cancelled_before_any_epoch_says_nothing(dls):
+    class Cancel(Callback):
+        def before_fit(self): raise CancelFitException()
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        quiet_fit(learn, 3, cbs=[BalancedFinetune(epochs=1), Cancel()])
+    assert_restored(learn, dls)

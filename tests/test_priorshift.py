@@ -330,3 +330,19 @@ def test_em_reaches_the_maximum_likelihood_on_sparse_posteriors(seed):
     # measured: the step-size rule (tol 1e-6) stopped 1.0e-4 / 2.7e-4 (L1) and 3e-7 / 5e-7 (log-likelihood) short; the duality gap, 1e-7 and 2e-8
     assert ll >= ll_ref - 1e-7, (ll, ll_ref)
     assert (pi - ref).abs().sum() < 1e-5, (pi - ref).abs().sum()
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_em_converges_when_a_class_is_absent(dtype):
+    "The maximum puts absent classes at the floor: the stopping certificate allows for it (it used to run 10,000 steps and warn)"
+    rng = np.random.default_rng(1)
+    n, k = 50_000, 10
+    y = rng.choice(k, n, p=rng.dirichlet(np.ones(k)))
+    z = rng.normal(size=(n, k)); z[np.arange(n), y] += 3
+    P = torch.softmax(torch.tensor(z), 1)
+    src = torch.full((k,), .1, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        pi = em_priors(P.to(dtype), src)
+    ref, _ = _mle_reference(P, src)
+    assert (pi - ref).abs().sum() < 1e-5 and pi.min() < 1e-6  # some class sits at the floor

@@ -113,3 +113,46 @@ def test_not_a_classifier_records_nothing_and_priorshift_says_so(dls):
     assert fit(learn) is None
     learn.add_cb(PriorShift('uniform'))
     with pytest.raises(ValueError, match='cannot tell which prior the model was trained under'), learn.no_bar(): learn.get_preds()
+
+
+# --- review findings: a fit that trained nothing records nothing; PriorShift follows every new record ---
+
+def test_a_fit_that_trained_nothing_keeps_the_prior(dls):
+    from fastai.vision.all import Callback, CancelFitException
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    tp = fit(learn)
+    learn.dls = dls.resampled('balanced')
+    class Cancel(Callback):
+        def before_fit(self): raise CancelFitException()
+    class Fail(Callback):
+        def before_batch(self): raise RuntimeError('first batch')
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, cbs=Cancel())
+    assert learn.trained_prior is tp  # cancelled before any step: the weights are still the natural fit's
+    with pytest.raises(RuntimeError, match='first batch'), learn.no_bar(), learn.no_logging(): learn.fit(1, cbs=Fail())
+    assert learn.trained_prior is tp
+
+
+def test_priorshift_follows_a_fit_ended_by_keyboard_interrupt(dls):
+    from fastai.vision.all import Callback
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    fit(learn)
+    ps = PriorShift('uniform'); learn.add_cb(ps)
+    learn.dls = dls.resampled('balanced')
+    class KI(Callback):
+        def after_batch(self):
+            if self.epoch == 1: raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), learn.no_bar(), learn.no_logging(): learn.fit(2, cbs=KI())  # fastai sends no after_fit
+    torch.testing.assert_close(learn.trained_prior.priors, U)
+    with learn.no_bar(): p1, _ = learn.get_preds(dl=dls.valid)
+    learn.remove_cb(ps)
+    with learn.no_bar(): p0, _ = learn.get_preds(dl=dls.valid)
+    torch.testing.assert_close(p0, p1)  # the shift from the new record (uniform) to uniform: nothing, not the stale natural prior's
+
+
+def test_how_names_the_last_epochs_draw(dls):
+    from fastai_imbalance.finetune import ProgressiveBalancing
+    tp = fit(vision_learner(dls, tiny_arch, pretrained=False), 3, cbs=ProgressiveBalancing())
+    assert 'alpha=0' in tp.how and 'strategy=1' not in tp.how
+    torch.testing.assert_close(tp.priors, U)
+    tp = fit(vision_learner(dls.resampled('sqrt'), tiny_arch, pretrained=False))
+    assert "alpha=0.5, strategy='sqrt'" in tp.how
