@@ -30,9 +30,11 @@ class MinorityAugment(Callback):
         y,vocab = item_labels(dl, split=None)
         counts = np.asarray(y.sum(0)).ravel() if sparse.issparse(y) else np.bincount(y, minlength=len(vocab))
         if self.rare is not None:
-            rare = [self.rare] if isinstance(self.rare, (str, int, np.integer)) else list(self.rare)  # one class, or several
+            rare = [self.rare] if isinstance(self.rare, (str, int, np.integer, np.bool_)) else list(self.rare)  # one class, or several
+            flags = [r for r in rare if isinstance(r, (bool, np.bool_))]  # True == 1: a flag would pass for class 1
+            if flags: raise ValueError(f"rare classes {flags} are not in the vocab {list(vocab)[:10]}: pass class names or indices, not flags")
             names = [list(vocab).index(r) if r in list(vocab) else r for r in rare]
-            bad = [r for r in names if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 0 <= r < len(vocab)]
+            bad = [r for r in names if not isinstance(r, (int, np.integer)) or not 0 <= r < len(vocab)]
             if bad: raise ValueError(f"rare classes {bad} are not in the vocab {list(vocab)[:10]}")
             idx = np.array(names, np.int64)
         else: idx = np.flatnonzero(counts <= self.max_count) if self.max_count is not None else np.flatnonzero(counts < np.median(counts))

@@ -14,6 +14,7 @@ from fastcore.meta import delegates
 from fastai.callback.schedule import SchedCos, combined_cos, sched_lin
 from fastai.callback.tracker import SaveModelCallback, EarlyStoppingCallback
 from fastai.learner import Learner, ValueMetric
+from fastai.optimizer import OptimWrapper
 from fastai.losses import CrossEntropyLossFlat
 from .core import class_weights
 from .data import ResampledDL
@@ -77,7 +78,7 @@ class BalancedFinetune(_Restores):
         store_attr(but='resample_kwargs,train')
         self.train_what,self.resample_kwargs = train,resample_kwargs
         self.reinit = ifnone(reinit, mode == 'crt' and train in ('classifier', 'head'))
-        self.stage,self.active,self._saved,self._pre_stage = 'natural',False,None,False
+        self.stage,self.active,self._saved,self._pre_stage,self._stage_prior = 'natural',False,None,False,None
         self._stage_dl = self._stage_loss = self._head = self._head_mod = self._replaced = None
         self._frozen_bn,self._no_step = [],[]
 
@@ -135,17 +136,26 @@ def _sync_from_rank0(params):
     with torch.no_grad():
         for p in params: torch.distributed.broadcast(p.data, src=0)
 
+def _fresh_state(opt, params):
+    "Forget the optimizer state of `params` (a re-initialised layer): fastai's `Optimizer` (a plain dict after `lr_find` or `load`: set, never pop), PyTorch's inside `OptimWrapper`, and `Lookahead`'s copy of the weights"
+    if getattr(opt, 'slow_weights', None) is not None: opt.slow_weights = None  # Lookahead (ranger) would pull the fresh layer back towards the old one; it copies again at its next step
+    o = opt if isinstance(opt, OptimWrapper) else getattr(opt, 'opt', None)
+    st = o.opt.state if isinstance(o, OptimWrapper) else opt.state
+    for p in params: st[p] = {}
+
 @patch
 def before_epoch(self:BalancedFinetune):
     if not self.active or self.stage != 'natural' or self.epoch != self.start: return  # switch once, whatever validate() inside the fit sends
     self.stage = 'balanced' if self.mode == 'crt' else 'reweighted'
     if self._stage_dl is not None: self._replaced = self.dls.train; _set_train(self.dls, self._stage_dl)  # DistributedTrainer wraps it per epoch
     if self._stage_loss is not None: self.learn.loss_func = self._stage_loss
+    try: self._stage_prior = training_prior(self.learn)  # recorded now: fastai's DistributedTrainer puts its own loaders back before the fit ends
+    except Exception: self._stage_prior = None
     if self.reinit:
         lin = last_linear(self._head_mod)
         lin.reset_parameters()
         _sync_from_rank0(lin.parameters())  # each rank drew its own init: DDP synced the weights only when it wrapped the model
-        for p in lin.parameters(): self.opt.state[p] = {}  # fresh optimizer state (after lr_find or load, fastai's state is a plain dict: set, never pop)
+        _fresh_state(self.opt, lin.parameters())
     self._set_trainable()
     if self.wd is not None:
         self._saved['wd'] = [h['wd'] for h in self.opt.hypers]
@@ -233,10 +243,12 @@ def restore(self:BalancedFinetune, learn):
         if s['frozen_idx'] is not None: learn.opt.frozen_idx = s['frozen_idx']
         if s['wd'] is not None: learn.opt.set_hyper('wd', s['wd'])
     for m in getattr(self, '_frozen_bn', []): m.train(learn.model.training)
-    if getattr(learn, 'train_iter', 0) and (self._pre_stage or (self.stage != 'natural' and not self._stage_steps)):  # pre-stage weights reloaded, or the fit ended before a stage step
-        try: learn.trained_prior = training_prior(learn)
-        except Exception: learn.trained_prior = None
-    self.stage,self.active,self._saved,self._pre_stage = 'natural',False,None,False
+    if getattr(learn, 'train_iter', 0) and self.stage != 'natural':
+        if self._pre_stage or not self._stage_steps:  # pre-stage weights reloaded, or the fit ended before a stage step: the natural data's prior
+            try: learn.trained_prior = training_prior(learn)
+            except Exception: learn.trained_prior = None
+        else: learn.trained_prior = self._stage_prior  # the stage's, whatever loader the fit ended with
+    self.stage,self.active,self._saved,self._pre_stage,self._stage_prior = 'natural',False,None,False,None
     self._stage_dl = self._stage_loss = self._head = self._head_mod = self._replaced = None
     self._frozen_bn,self._no_step = [],[]
 

@@ -129,23 +129,23 @@ def _check_probs(P, multilabel):
     return P if P.dtype == torch.float64 else P.float()  # float32 unless given float64
 
 def _em_step(P, src, floor, multilabel, chunk=8192):
-    "One EM step of Saerens et al., with the mean log-likelihood of `pi` and its Frank-Wolfe duality gap (a bound on how far that log-likelihood is below its maximum over priors of at least `floor`): single-label as two matrix-vector products (no `(n, k)` temporary), multilabel per label"
+    "One EM step of Saerens et al., with the mean log-likelihood of `pi` and its Frank-Wolfe duality gap (a bound on how far that log-likelihood is below its maximum over priors of at least `floor`; per label for multilabel): single-label as two matrix-vector products (no `(n, k)` temporary), multilabel per label. The k-vectors stay float64; only the products run in `P`'s dtype"
     n = len(P)
     def step(pi):
         if not multilabel:
-            r = pi / src
-            d = (P @ r).clamp_min(1e-30)
-            g = (P.t() @ (1 / d)) / n / src  # the log-likelihood's gradient; sum(pi * g) = 1
-            new = (pi * g).clamp_min(floor)
-            gap = (1 - len(pi) * floor) * g.max() + floor * g.sum() - 1  # Frank-Wolfe gap over the priors with every class at least `floor`
-            return new / new.sum(),torch.log(d).mean(),float(gap)
-        r1,r0,acc,ll = pi / src,(1 - pi) / (1 - src),torch.zeros_like(pi),0.
+            d = (P @ (pi / src).to(P.dtype)).clamp_min(1e-30)
+            g = (P.t() @ (1 / d)).double() / n / src  # the log-likelihood's gradient
+            pg = pi * g  # sums to 1, up to P's rounding
+            new = pg.clamp_min(floor)
+            gap = (1 - len(pi) * floor) * g.max() + floor * g.sum() - pg.sum()  # Frank-Wolfe gap over the priors with every class at least `floor`
+            return new / new.sum(),float(torch.log(d).double().mean()),float(gap)
+        r1,r0,acc,ll = (pi / src).to(P.dtype),((1 - pi) / (1 - src)).to(P.dtype),torch.zeros_like(pi),0.
         for i in range(0, n, chunk):  # posterior of each label under `pi`, averaged: independent binary EMs
             p = P[i:i + chunk]
             d = (p * r1 + (1 - p) * r0).clamp_min(1e-30)
-            acc += (p * r1 / d).sum(0)
-            ll = ll + torch.log(d).sum()
-        new = acc / n  # pi * g1, with (1 - pi) * g0 = 1 - new
+            acc += (p * r1 / d).sum(0).double()
+            ll = ll + float(torch.log(d).double().sum())
+        new = (acc / n).clamp(0, 1)  # pi * g1, with (1 - pi) * g0 = 1 - new
         G = new / pi - (1 - new) / (1 - pi)  # the derivative of each label's (concave) log-likelihood in its prevalence
         gap = torch.where(G > 0, (1 - floor - pi) * G, (floor - pi) * G)  # Frank-Wolfe gap over [floor, 1 - floor]
         return new.clamp(floor, 1 - floor),ll / n,float(gap.max())
@@ -160,7 +160,8 @@ def em_priors(probs:torch.Tensor, # Calibrated posteriors on the unlabelled targ
              )->torch.Tensor:
     "Target priors by the EM algorithm of Saerens et al. (2002), accelerated with SQUAREM, stopped on a certificate of the log-likelihood's optimality"
     P = _check_probs(probs, multilabel)
-    src = check_priors(source, P.shape[1], 'source priors', multilabel=multilabel).to(P.device, P.dtype)
+    src = check_priors(source, P.shape[1], 'source priors', multilabel=multilabel).to(P.device, torch.float64)
+    if not 0 <= floor < (.5 if multilabel else 1 / P.shape[1]): raise ValueError(f"floor={floor} must lie in [0, {'0.5' if multilabel else f'1/{P.shape[1]}'}): no {'prevalence' if multilabel else 'priors'} could respect it")
     bad = (src == 0) | (src == 1) if multilabel else src == 0
     if bad.any(): raise ValueError(f"source prior of class {torch.nonzero(bad).flatten()[:5].tolist()} is {src[bad][0].item():g}: EM divides by it")
     step = _em_step(P, src, floor, multilabel)
@@ -247,7 +248,7 @@ class PriorShift(Callback):
             if calibration is not None or source is not None: raise ValueError("target='estimate' fits its own calibration and source priors: leave `calibration` and `source` unset")
             _check_method(method)
         store_attr(but='multilabel')
-        self._multilabel,self._src,self._tgt,self._cal,self._for = multilabel,None,None,None,None
+        self._ml_arg,self._multilabel,self._src,self._tgt,self._cal,self._for = multilabel,multilabel,None,None,None,None  # the user's choice, and what was resolved
 
     @property
     def learn(self): return self.__dict__.get('_learn')
@@ -281,10 +282,10 @@ def _setup(self:PriorShift):
 def _source_priors(self:PriorShift):
     "Source priors and whether multilabel: given, or the prior the model was trained under"
     if self.source is not None:
-        ml = ifnone(self._multilabel, trained_prior(self.learn).kind == 'sigmoid' if self.learn is not None else False)
+        ml = ifnone(self._ml_arg, trained_prior(self.learn).kind == 'sigmoid' if self.learn is not None else False)
         return check_priors(self.source, None, 'source priors', self.normalize, ml),ml
     tp = trained_prior(self.learn)
-    ml = ifnone(self._multilabel, tp.kind == 'sigmoid')
+    ml = ifnone(self._ml_arg, tp.kind == 'sigmoid')
     if ml != (tp.kind == 'sigmoid'): raise ValueError(f"multilabel={ml}, but the model was trained with {tp.kind} outputs ({tp.how})")
     return check_priors(tp.priors, None, 'the trained prior', True, ml),ml
 

@@ -43,3 +43,14 @@ def test_rare_classes_by_name_and_bad_ones(lt_path):
     assert cb.rare_idx.tolist() == [dls.vocab.o2i['9']]
     with pytest.raises(ValueError, match=r'rare classes \[True\] are not in the vocab'), learn.no_bar(), learn.no_logging():
         learn.fit(1, cbs=MinorityAugment([Count()], rare=[True]))
+
+
+def test_flags_are_refused_whatever_the_vocab():
+    import numpy as np
+    from types import SimpleNamespace
+    from fastai.vision.all import Datasets, TfmdDL, Categorize
+    ds = Datasets(list(range(6)), [[lambda o: o], [lambda o: o % 3, Categorize()]])  # an int vocab [0, 1, 2]: True == 1 would pass for class 1
+    for rare in (True, [True], np.True_):
+        cb = MinorityAugment([Count()], rare=rare)
+        cb.learn = SimpleNamespace(dls=SimpleNamespace(train=TfmdDL(ds, bs=2)))
+        with pytest.raises(ValueError, match='not flags'): cb.before_fit()

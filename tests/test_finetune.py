@@ -346,9 +346,41 @@ def test_stage_after_lr_find_and_load(dls, tmp_path):
 
 def test_cancelled_before_any_epoch_says_nothing(dls):
     class Cancel(Callback):
+        order = 50  # after BalancedFinetune's before_fit (45) has set up
         def before_fit(self): raise CancelFitException()
     learn = vision_learner(dls, tiny_arch, pretrained=False)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         quiet_fit(learn, 3, cbs=[BalancedFinetune(epochs=1), Cancel()])
     assert_restored(learn, dls)
+
+
+def test_fresh_classifier_state_with_torch_and_lookahead_optimizers(dls):
+    "The re-initialised layer starts with no optimizer state: PyTorch's inside OptimWrapper, and ranger's Lookahead copy of the weights"
+    from functools import partial
+    from fastai.vision.all import OptimWrapper, ranger
+    for opt_func in (partial(OptimWrapper, opt=torch.optim.AdamW), ranger):
+        learn = vision_learner(dls, tiny_arch, pretrained=False, opt_func=opt_func)
+        lin = last_linear(learn.model[1])
+        seen = {}
+        class Look(Callback):
+            order = 60
+            def before_train(self):
+                if self.epoch != 1: return
+                o = self.opt.opt if isinstance(self.opt, OptimWrapper) else self.opt
+                seen['state'] = dict(o.state[lin.weight]) if lin.weight in o.state else {}
+                seen['slow'] = getattr(self.opt, 'slow_weights', None)
+        quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1), Look()])
+        assert seen['state'] == {} and seen['slow'] is None, opt_func
+        assert_restored(learn, dls)
+
+
+def test_distributed_trainer_putting_loaders_back_keeps_the_stage_prior(dls):
+    "fastai's DistributedTrainer restores the loaders it saw at before_fit in its after_fit, before the fit ends: the stage's prior must survive it"
+    class PutBack(Callback):
+        order = 11  # as DistributedTrainer
+        def before_fit(self): self.old = self.dls.loaders
+        def after_fit(self): self.learn.dls.loaders = self.old
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1), PutBack()])
+    torch.testing.assert_close(learn.trained_prior.priors, torch.full((10,), .1, dtype=torch.float64))

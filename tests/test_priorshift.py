@@ -346,3 +346,19 @@ def test_em_converges_when_a_class_is_absent(dtype):
         pi = em_priors(P.to(dtype), src)
     ref, _ = _mle_reference(P, src)
     assert (pi - ref).abs().sum() < 1e-5 and pi.min() < 1e-6  # some class sits at the floor
+
+
+def test_em_multilabel_float32_with_a_saturated_label():
+    "float32 sigmoids of 1.0 everywhere for one label: float32 rounds 1 - floor to 1, which made the certificate NaN and EM run 10,000 passes"
+    g = torch.Generator().manual_seed(0)
+    P = torch.rand(2000, 4, generator=g)
+    P[:, 2] = 1.0
+    src = torch.tensor([.2, .3, .5, .4], dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        pi = em_priors(P.float(), src, multilabel=True)
+    assert torch.isfinite(pi).all() and pi[2] > 1 - 1e-6 and pi[2] < 1
+
+
+def test_em_refuses_an_impossible_floor():
+    with pytest.raises(ValueError, match=re.escape('floor=0.5 must lie in [0, 1/4)')): em_priors(torch.full((3, 4), .25), [.25] * 4, floor=.5)
