@@ -15,6 +15,7 @@ from torch import nn
 from fastcore.basics import store_attr
 from .core import class_weights, pos_weight, _counts_of, class_counts, _check_nonneg, _plain
 from .finetune import last_linear
+from .training import _reweighted, _odds_times
 
 # %% ../nbs/06_losses.ipynb #l0000006
 def _counts(o, counts, what:str, positive:bool=False)->np.ndarray:
@@ -84,16 +85,6 @@ class ImbalancedLoss(nn.Module):
     def output_prior(self, f):
         "The prior the outputs are calibrated to when classes are sampled at frequencies `f` (see `training_prior`): `f` itself, unless the loss re-weights"
         return f
-
-def _reweighted(f, w):
-    "Frequencies `f` times per-class weights `w`, normalised: the prior a weighted cross-entropy's minimiser is calibrated to"
-    p = f * torch.as_tensor(w, dtype=torch.float64).cpu()
-    return p / p.sum()
-
-def _odds_times(f, w):
-    "Per-label prevalences `f` with their odds multiplied by `w`: the prevalence a positive-weighted BCE's minimiser is calibrated to"
-    odds = f / (1 - f).clamp_min(1e-300) * torch.as_tensor(w, dtype=torch.float64).cpu()
-    return odds / (1 + odds)
 
 # %% ../nbs/06_losses.ipynb #l0000008
 class FocalLoss(ImbalancedLoss):

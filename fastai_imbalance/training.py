@@ -89,6 +89,16 @@ def _sampled(dl):
     return torch.as_tensor(f, dtype=torch.float64),ml,'the training labels'
 
 # %% ../nbs/02a_training.ipynb #t0000009
+def _reweighted(f, w):
+    "Frequencies `f` times per-class weights `w`, normalised: the prior a weighted cross-entropy's minimiser is calibrated to"
+    p = f * torch.as_tensor(w, dtype=torch.float64).cpu()
+    return p / p.sum()
+
+def _odds_times(f, w):
+    "Per-label prevalences `f` with their odds multiplied by `w`: the prevalence a positive-weighted BCE's minimiser is calibrated to"
+    odds = f / (1 - f).clamp_min(1e-300) * torch.as_tensor(w, dtype=torch.float64).cpu()
+    return odds / (1 + odds)
+
 def _loss_prior(loss, f, kind):
     "The prior that training with `loss` on classes sampled at frequencies `f` calibrates the outputs to, and how (fastai's and PyTorch's weighted losses; this library's declare their own `output_prior`)"
     g = getattr(loss, 'output_prior', None)
@@ -96,11 +106,9 @@ def _loss_prior(loss, f, kind):
     inner = getattr(loss, 'func', loss)  # fastai's BaseLoss wraps the PyTorch loss
     w,pw = getattr(inner, 'weight', None),getattr(inner, 'pos_weight', None)
     if kind == 'softmax' and w is not None:
-        p = f * torch.as_tensor(_plain(w), dtype=torch.float64).cpu()
-        return p / p.sum(),f"{type(loss).__name__}'s class weights"
+        return _reweighted(f, _plain(w)),f"{type(loss).__name__}'s class weights"
     if kind == 'sigmoid' and pw is not None:
-        odds = f / (1 - f).clamp_min(1e-300) * torch.as_tensor(_plain(pw), dtype=torch.float64).cpu()
-        return odds / (1 + odds),f"{type(loss).__name__}'s pos_weight"
+        return _odds_times(f, _plain(pw)),f"{type(loss).__name__}'s pos_weight"
     return f,None
 
 def training_prior(learn)->TrainedPrior:
