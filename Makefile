@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PIP_INSTALL = pip install -q -c .ci/constraints.txt
 LATEST_FASTAI ?= fastai==2.8.12
 
-.PHONY: install install-latest sync nbtest pytest pytest-latest test docs docs-check chromium readme run-nbs demo clean
+.PHONY: install install-latest sync nbtest pytest pytest-latest test docs docs-check chromium readme run-nbs demo clean bench-tables
 
 $(VENV)/.installed: settings.ini setup.py .ci/constraints.txt
 	$(PY) -m venv $(VENV)
@@ -59,6 +59,12 @@ docs-check: docs chromium
 	$(BIN)/python .ci/check_docs.py
 
 readme: install
+	$(BIN)/python .ci/build_readme.py
+
+# The README's benchmark tables and charts from the saved runs in bench/results/ (no training): re-execute the index, rebuild the README
+bench-tables: install
+	PATH="$(BIN):$$PATH" jupyter nbconvert --to notebook --execute --inplace nbs/index.ipynb
+	PATH="$(BIN):$$PATH" nbdev_clean
 	$(BIN)/python .ci/build_readme.py
 
 # Execute every notebook in place so the docs show real outputs, then strip what nbdev_clean strips

@@ -1,6 +1,6 @@
 """Write README.md from nbs/index.ipynb (what `nbdev_readme` does, which needs Quarto).
 
-Markdown cells as they are, code cells fenced, `#| hide` cells left out, outputs as markdown, HTML or text.
+Markdown cells as they are, code cells fenced, `#| hide` cells left out, `#| echo: false` cells as their output only, outputs as markdown, HTML or text.
 `tests/test_readme.py` fails when README.md and the notebook drift apart.
 """
 import json
@@ -9,6 +9,7 @@ from pathlib import Path
 root = Path(__file__).resolve().parent.parent
 
 def hidden(src): return any(l.strip().replace(' ', '') in ('#|hide', '#|include:false') for l in src.splitlines())
+def echo_off(src): return any(l.strip().replace(' ', '') == '#|echo:false' for l in src.splitlines())  # output only (the bench tables)
 
 def out_md(o):
     d = o.get('data', {})
@@ -24,7 +25,7 @@ def readme(nb_path=root/'nbs'/'index.ipynb'):
         src = ''.join(c['source'])
         if c['cell_type'] == 'markdown': parts.append(src)
         elif not hidden(src):
-            parts.append('```python\n' + src + '\n```')
+            if not echo_off(src): parts.append('```python\n' + src + '\n```')
             parts += [m for m in map(out_md, c.get('outputs', [])) if m]
     return '\n\n'.join(parts).replace('\n> ', '\n> ', 1) + '\n'
 

@@ -18,11 +18,12 @@ from fastai.vision.all import *
 from fastai.callback.data import WeightedDL
 from fastai_imbalance.all import *
 from fastai_imbalance.finetune import BalancedFinetune
+from fastai_imbalance.bench import small_convnet, shot_thresholds
 
 
 def shot_groups(counts):
-    c = np.asarray(counts)
-    return {'many': c > 50, 'medium': (c >= 10) & (c <= 50), 'few': c < 10}
+    c = np.asarray(counts); many, few = shot_thresholds(c)  # the bench's split: > half and < a tenth of the largest class below 200
+    return {'many': c > many, 'medium': (c >= few) & (c <= many), 'few': c < few}
 
 
 def evaluate(learn, counts):
@@ -36,21 +37,27 @@ def evaluate(learn, counts):
     return res
 
 
-def run(method, path, seed, epochs, lr=3e-3, bs=32):
+def run(method, path, seed, epochs, lr=3e-3, bs=32, arch=resnet18, size=None):
     set_seed(seed, reproducible=True)
     dblock = DataBlock((ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label,
-                       splitter=GrandparentSplitter(valid_name='valid'))
+                       splitter=GrandparentSplitter(valid_name='valid'), item_tfms=Resize(size) if size else None)
     if method == "fastai weighted_dataloaders":
         items = get_image_files(path)
         y = np.array([parent_label(o) for o in items]); cnt = pd.Series(y).value_counts()
         dls = dblock.weighted_dataloaders(path, wgts=1 / cnt[y].values, bs=bs, num_workers=0)
     else: dls = dblock.dataloaders(path, bs=bs, num_workers=0)
-    cbs = {'plain CE': [], "fastai weighted_dataloaders": [],
+    loss = LogitAdjustedLoss(dls) if method == 'LogitAdjustedLoss (whole fit)' else None
+    if method == 'ResampledDL balanced (whole fit)': dls = dls.resampled('balanced')
+    cbs = {'plain CE': [], "fastai weighted_dataloaders": [], 'LogitAdjustedLoss (whole fit)': [], 'ResampledDL balanced (whole fit)': [],
            'BalancedFinetune head (cRT)': [BalancedFinetune(train='head')],
+           'BalancedFinetune head, no re-init': [BalancedFinetune(train='head', reinit=False)],
+           'BalancedFinetune head, half the fit': [BalancedFinetune(train='head', pct=.5)],
+           'BalancedFinetune stage = LogitAdjustedLoss (all layers)': [BalancedFinetune(mode='drw', loss_func=LogitAdjustedLoss(dls))],
+           'BalancedFinetune stage = LogitAdjustedLoss (head)': [BalancedFinetune(mode='drw', train='head', loss_func=LogitAdjustedLoss(dls))],
            'BalancedFinetune classifier (Kang et al. cRT)': [BalancedFinetune(train='classifier')],
            'BalancedFinetune all layers': [BalancedFinetune(train='all')],
            'DRW (BalancedFinetune mode=drw)': [BalancedFinetune(mode='drw')]}[method]
-    learn = vision_learner(dls, resnet18, pretrained=False, cbs=cbs)
+    learn = vision_learner(dls, arch, pretrained=False, cbs=cbs, loss_func=loss)
     t = time.perf_counter()
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
     res = evaluate(learn, class_counts(dls).values)
@@ -61,8 +68,10 @@ def run(method, path, seed, epochs, lr=3e-3, bs=32):
     return res, shifted
 
 
-METHODS = ['plain CE', "fastai weighted_dataloaders", 'BalancedFinetune head (cRT)', 'BalancedFinetune classifier (Kang et al. cRT)',
-           'BalancedFinetune all layers', 'DRW (BalancedFinetune mode=drw)']
+METHODS = ['plain CE', "fastai weighted_dataloaders", 'LogitAdjustedLoss (whole fit)', 'ResampledDL balanced (whole fit)',
+           'BalancedFinetune head (cRT)', 'BalancedFinetune classifier (Kang et al. cRT)', 'BalancedFinetune all layers', 'DRW (BalancedFinetune mode=drw)',
+           'BalancedFinetune head, no re-init', 'BalancedFinetune head, half the fit', 'BalancedFinetune stage = LogitAdjustedLoss (all layers)',
+           'BalancedFinetune stage = LogitAdjustedLoss (head)']
 
 
 def paired(d, base, col='balanced_accuracy'):
@@ -72,18 +81,21 @@ def paired(d, base, col='balanced_accuracy'):
     return diff, diff.mean(), h
 
 
-def main(seeds=5, epochs=10, imbalance=100, out=None, data='lt', methods=None, data_seed=0):
+def main(seeds=5, epochs=10, imbalance=100, out=None, data='lt', methods=None, data_seed=0, first_seed=0):
     torch.set_num_threads(2)
-    path = digits_lt(imbalance=imbalance, seed=data_seed) if data == 'lt' else digits_rare()
+    path = digits_lt(imbalance=imbalance, seed=data_seed) if data == 'lt' else digits_rare() if data == 'rare' else glyphs_lt()
+    kw = dict(arch=small_convnet, size=24, bs=64) if data == 'many' else {}
     methods = METHODS if methods is None else ['plain CE'] + [m for m in METHODS if m in methods.split(',') and m != 'plain CE']
-    print(f"{'digits_lt(imbalance=%g, seed=%d)' % (imbalance, data_seed) if data == 'lt' else 'digits_rare()'}: train {class_counts(ImageDataLoaders.from_folder(path, valid='valid', num_workers=0)).tolist()}; "
-          f'resnet18, {epochs} epochs fit_one_cycle, {seeds} seeds\n')
+    cc = class_counts(ImageDataLoaders.from_folder(path, valid='valid', num_workers=0))
+    print(f"{'digits_lt(imbalance=%g, seed=%d)' % (imbalance, data_seed) if data == 'lt' else 'digits_rare()' if data == 'rare' else 'glyphs_lt()'}: "
+          f"train {cc.tolist() if len(cc) <= 20 else f'{len(cc)} classes, {cc.max()}..{cc.min()}'}; "
+          f"{'small_convnet (size 24, batch 64)' if data == 'many' else 'resnet18'}, {epochs} epochs fit_one_cycle, {seeds} seeds\n")
     rows = []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         for m in methods:
-            r, rs = run(m, path, seed, epochs); r.update(method=m, seed=seed); rows.append(r)
+            r, rs = run(m, path, seed, epochs, **kw); r.update(method=m, seed=seed); rows.append(r)
             rs.update(method=f'{m} + PriorShift(uniform)', seed=seed); rows.append(rs)
-            print(f'  seed {seed} {m:34s} bal.acc {r["balanced_accuracy"]:.3f}, then PriorShift(uniform) {rs["balanced_accuracy"]:.3f}  ({r["seconds"]:.0f} s)', flush=True)
+            print(f'  seed {seed} {m:56s} bal.acc {r["balanced_accuracy"]:.3f}, then PriorShift(uniform) {rs["balanced_accuracy"]:.3f}  ({r["seconds"]:.0f} s)', flush=True)
     df = pd.DataFrame(rows)
     cols = ['accuracy', 'balanced_accuracy', 'macro_f1', 'many_shot', 'medium_shot', 'few_shot']
     g = df.groupby('method', sort=False)[cols]
@@ -110,10 +122,11 @@ def main(seeds=5, epochs=10, imbalance=100, out=None, data='lt', methods=None, d
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--seeds', type=int, default=5)
+    ap.add_argument('--first-seed', type=int, default=0)
     ap.add_argument('--epochs', type=int, default=10)
     ap.add_argument('--imbalance', type=float, default=100)
     ap.add_argument('--out', default=None)
-    ap.add_argument('--data', default='lt', choices=['lt', 'rare'])
+    ap.add_argument('--data', default='lt', choices=['lt', 'rare', 'many'], help="many: glyphs_lt's 1,000 classes with the bench's small_convnet")
     ap.add_argument('--data-seed', type=int, default=0, help="digits_lt's scan shuffle: another seed (and --imbalance) gives a set nothing was tuned on")
     ap.add_argument('--methods', default=None, help='comma-separated subset (plain CE is always run, as the baseline)')
     main(**vars(ap.parse_args()))

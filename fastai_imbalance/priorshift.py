@@ -77,28 +77,78 @@ class Calibration:
         return {'ts': [self.log_t], 'bcts': [self.log_t, self.b], 'vs': [self.w, self.b]}[self.method]
 
     def __call__(self, z:torch.Tensor)->torch.Tensor:
-        zz = z.double()
-        out = zz * self.w.to(z.device) if self.method == 'vs' else zz / self.log_t.to(z.device).exp()
-        return (out + self.b.to(z.device)).to(z.dtype)
+        "The calibrated logits, in `z`'s dtype (computed in it: no float64 copy of a large `z`)"
+        scale = self.w if self.method == 'vs' else (-self.log_t).exp()
+        return torch.addcmul(self.b.to(z.device, z.dtype), z, scale.to(z.device, z.dtype))
 
     def _nll(self, z, y):
-        return F.binary_cross_entropy_with_logits(self(z), y.double()) if self.multilabel else F.cross_entropy(self(z), y.long())
+        "The NLL by autograd, in float64 (the reference the closed-form gradients of `_nll_grad` are tested against)"
+        zz = z.double()
+        s = (zz * self.w if self.method == 'vs' else zz / self.log_t.exp()) + self.b
+        return F.binary_cross_entropy_with_logits(s, y.double()) if self.multilabel else F.cross_entropy(s, y.long())
 
-    def fit(self, z:torch.Tensor, y:torch.Tensor, max_iter:int=200):
-        "Minimise the NLL of `self(z)` for labels `y`"
-        z,y = z.detach().double().cpu(),y.detach().cpu()
-        ps = [p.requires_grad_() for p in self._params()]
-        opt = torch.optim.LBFGS(ps, lr=0.5, max_iter=max_iter, line_search_fn='strong_wolfe')
+    def _nll_grad(self, z, y, chunk:int, hess:bool=False):
+        "Mean NLL and its gradients for every parameter in closed form (with `hess`, the diagonals of the Hessian in `b` and `w` instead), a chunk of rows at a time: no autograd graph, no `(n, k)` temporary beyond a chunk"
+        n,k = z.shape
+        scale = self.w if self.method == 'vs' else (-self.log_t).exp()
+        nll,gs,gb = torch.zeros((), dtype=torch.float64),torch.zeros(k, dtype=torch.float64),torch.zeros(k, dtype=torch.float64)  # gs: d/d(scale), per class
+        sc,b = scale.to(z.dtype),self.b.to(z.dtype)
+        for i in range(0, n, chunk):
+            zc,yc = z[i:i + chunk],y[i:i + chunk]
+            s = torch.addcmul(b, zc, sc)
+            if self.multilabel:
+                yc = yc.to(z.dtype)
+                nll += F.binary_cross_entropy_with_logits(s, yc, reduction='sum').double()
+                q = torch.sigmoid(s)
+                r = q * (1 - q) if hess else q.sub_(yc)  # d²(BCE)/ds², or d(BCE)/ds
+                gb += r.sum(0).double(); gs += (r * (zc * zc if hess else zc)).sum(0).double()
+            else:
+                yc = yc.long()
+                lse = torch.logsumexp(s, 1)
+                nll += (lse - s.gather(1, yc[:, None])[:, 0]).double().sum()
+                p = s.sub_(lse[:, None]).exp_()  # softmax, in place of s
+                if hess:  # the diagonal of diag(p) - p p^T
+                    p = p * (1 - p)
+                    gb += p.sum(0).double(); gs += (p * zc * zc).sum(0).double(); continue
+                gb += p.sum(0).double(); gs += (p * zc).sum(0).double()
+                gb -= torch.bincount(yc, minlength=k).double()
+                gs -= torch.zeros(k, dtype=z.dtype).index_add_(0, yc, zc.gather(1, yc[:, None])[:, 0]).double()
+        m = n * k if self.multilabel else n
+        nll,gs,gb = nll / m,gs / m,gb / m
+        grads = {'b': gb, 'w': gs}
+        if self.method != 'vs': grads['log_t'] = -(gs.sum() * scale).reshape(1)  # scale = exp(-log_t): d/dlog_t = -scale * sum_c d/d(scale_c)
+        return nll,grads
+
+    def fit(self, z:torch.Tensor, y:torch.Tensor, max_iter:int=200, chunk:int=None):
+        "Minimise the NLL of `self(z)` for labels `y`: L-BFGS on closed-form gradients, preconditioned by the Hessian's diagonal; float32 arithmetic with float64 sums once `z` has over 2^22 entries"
+        z,y = z.detach().cpu(),y.detach().cpu()
+        z = z.double() if z.numel() <= 2**22 or z.dtype == torch.float64 else z.float()  # small: exact; large (5,000 classes): a float64 copy would double the memory and the time
+        chunk = ifnone(chunk, max(1, 2**21 // z.shape[1]))
+        names = {'ts': ['log_t'], 'bcts': ['log_t', 'b'], 'vs': ['w', 'b']}[self.method]
+        ps = self._params()
+        if 'b' in names:  # a warm start: 3 steps of iterative proportional fitting, b += link(label frequency) - link(mean prediction)
+            n,k = z.shape
+            f = (y.double().mean(0) if self.multilabel else torch.bincount(y.long(), minlength=k).double() / n).clamp(1e-12, 1 - 1e-12)
+            link = _logit if self.multilabel else torch.log
+            for _ in range(3):
+                _,g = self._nll_grad(z, y, chunk)
+                self.b += link(f) - link((g['b'] * (k if self.multilabel else 1) + f).clamp(1e-12, 1 - 1e-12))  # mean prediction = gradient + frequency
+        # a class's bias moves the NLL by about its frequency (1/5,000): unscaled, L-BFGS spends its 200 iterations on that ill-conditioning
+        _,h = self._nll_grad(z, y, chunk, hess=True)
+        pre = {'log_t': torch.ones(1, dtype=torch.float64), 'b': h['b'].clamp_min(1e-12).sqrt(), 'w': h['w'].clamp_min(1e-12).sqrt()}
+        xs = [p * pre[nm] for p,nm in zip(ps, names)]
+        opt = torch.optim.LBFGS(xs, lr=1, max_iter=max_iter, line_search_fn='strong_wolfe')
         def closure():
-            opt.zero_grad()
-            loss = self._nll(z, y)
-            loss.backward()
-            return loss
+            for p,x,nm in zip(ps, xs, names): p.copy_(x / pre[nm])
+            nll,g = self._nll_grad(z, y, chunk)
+            for x,nm in zip(xs, names): x.grad = g[nm] / pre[nm]
+            return nll
         opt.step(closure)
-        for p in ps: p.requires_grad_(False)
+        for p,x,nm in zip(ps, xs, names): p.copy_(x / pre[nm])
         return self
 
     def __repr__(self): return f"Calibration({self.method}, T={self.log_t.exp().item():.3f}{', multilabel' if self.multilabel else ''})"
+
 
 # %% ../nbs/04_priorshift.ipynb #bcea092f
 def calibrate(logits, # Validation logits, `(n, k)`
@@ -318,10 +368,13 @@ def _estimate(vz, vy, tz, method, calibrate, learn, **kwargs):
     if method == 'bbse' and ml: raise ValueError("BBSE is single-label: use method='em' for multilabel data")
     cal = _fit_calibration(vz, vy, calibrate) if calibrate else None
     f = cal if cal is not None else noop_act
-    act = torch.sigmoid if ml else (lambda z: z.softmax(1))
-    vp,tp = act(f(vz).float()),act(f(tz).float())
-    src = vp.double().mean(0) if cal is not None else trained_prior(learn).priors.double()  # uncalibrated: the prior the model trained under
-    pi = em_priors(tp, src, multilabel=ml, **kwargs) if method == 'em' else bbse_priors(vp, vy, tp)
+    act = lambda z: torch.sigmoid(f(z).float()) if ml else f(z).float().softmax(1)
+    tp = act(tz)
+    if cal is None: src = trained_prior(learn).priors.double()  # uncalibrated: the prior the model trained under
+    else:  # the calibrated validation posteriors' mean, a chunk at a time (25,000 x 5,000 float64 posteriors would be 1 GB)
+        c = max(1, 2**21 // vz.shape[1])
+        src = sum(act(vz[i:i + c]).double().sum(0) for i in range(0, len(vz), c)) / len(vz)
+    pi = em_priors(tp, src, multilabel=ml, **kwargs) if method == 'em' else bbse_priors(act(vz), vy, tp)
     return pi,src,cal
 
 @patch

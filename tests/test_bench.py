@@ -83,3 +83,81 @@ def test_same_arguments_same_scores(lt_path):
     random.random(); random.random()  # whatever state the caller left behind
     b = run_bench('single', str(lt_path), **kw)
     assert a.drop(columns=['wall_s']).equals(b.drop(columns=['wall_s']))
+
+
+def test_a_job_alone_equals_the_same_job_in_the_suite(lt_path):
+    "Seeds are paired: (method, seed) depends on the seed alone, not on the jobs run before it (fastai's loaders carry their `rng` forward)"
+    kw = dict(arch=tiny_arch, epochs=1, bs=64, seeds=2)
+    suite = run_bench('single', str(lt_path), methods=['cross-entropy', 'FocalLoss', 'ResampledDL balanced'], **kw)
+    alone = run_bench('single', str(lt_path), methods=['ResampledDL balanced'], **kw)
+    later = run_bench('single', str(lt_path), methods=['ResampledDL balanced'], arch=tiny_arch, epochs=1, bs=64, seeds=1, first_seed=1)
+    pick = lambda r, m: r[r.method == m].drop(columns=['wall_s']).reset_index(drop=True)
+    assert pick(suite, 'ResampledDL balanced').equals(pick(alone, 'ResampledDL balanced'))
+    assert pick(alone, 'ResampledDL balanced').iloc[[1]].reset_index(drop=True).equals(pick(later, 'ResampledDL balanced'))
+
+
+def test_same_seed_same_first_epoch_order(lt_path):
+    "Two methods that train on the same loader see the same batches at the same seed, whatever ran before"
+    from fastai_imbalance.bench import load_task, seed_job
+    _,_,dls = load_task('single', str(lt_path), bs=64)
+    order = lambda: [int(i) for b in dls.train for i in b[1]]
+    seed_job(3, dls); a = order(); list(dls.train)  # a second epoch moves fastai's rng on
+    seed_job(3, dls); b = order()
+    seed_job(4, dls); c = order()
+    assert a == b and a != c
+
+
+def test_paired_difference_and_verdicts():
+    from fastai_imbalance.bench import paired_difference
+    from scipy import stats
+    ce = np.array([.70, .72, .69, .75, .71])
+    res = pd.DataFrame(dict(method=['cross-entropy'] * 5 + ['A'] * 5 + ['B'] * 5 + ['C'] * 5, seed=list(range(5)) * 4,
+                            balanced_accuracy=np.r_[ce, ce + [.05, .06, .04, .05, .07], ce + [.02, -.03, .01, -.01, .0], ce - [.04, .05, .03, .06, .05]]))
+    p = paired_difference(res, 'balanced_accuracy', 'cross-entropy')
+    assert list(p.verdict) == ['baseline', 'better', 'not distinguishable', 'worse']
+    d = np.array([.02, -.03, .01, -.01, .0]); h = stats.t.ppf(.975, 4) * d.std(ddof=1) / np.sqrt(5)
+    assert p.loc['B', 'diff'] == pytest.approx(d.mean()) and p.loc['B', 'high'] == pytest.approx(d.mean() + h)
+    one = res[res.seed == 0]
+    assert paired_difference(one).verdict.iloc[1] == '1 seed: no verdict'
+    with pytest.raises(ValueError, match="no 'BCE' runs to pair with"): paired_difference(res, base='BCE')
+
+
+def test_report_and_charts_from_saved_results(lt_path, tmp_path):
+    from fastai_imbalance.bench import bench_report, load_results
+    res = run_bench('single', str(lt_path), tiny_arch, epochs=1, bs=64, seeds=2, methods=['cross-entropy', 'LogitAdjustedLoss'])
+    o = save_results(res, tmp_path/'r')
+    for f in ('balanced_accuracy.png', 'shots.png', 'class_counts.png', 'recall_vs_frequency.png'): assert (o/f).stat().st_size > 1000, f
+    back = load_results(o)
+    assert back.drop(columns='recall').equals(res.drop(columns='recall')) and back.attrs['settings']['LogitAdjustedLoss'].startswith('Menon')
+    md = bench_report(o, link='bench/results/x')
+    lines = md.splitlines()
+    assert '| method | balanced_accuracy |' in md and '![balanced_accuracy per method](bench/results/x/balanced_accuracy.png)' in md
+    row = next(l for l in lines if l.startswith('| LogitAdjustedLoss |'))
+    p = summarize(res).loc['LogitAdjustedLoss']
+    assert p['Δ balanced_accuracy [95% CI]'] in row and p['verdict'] in row and '- **LogitAdjustedLoss**: Menon et al. 2021' in md
+    assert '<' not in md.replace('<U+', '')  # Markdown only: no HTML
+    one = run_bench('single', str(lt_path), tiny_arch, epochs=1, bs=64, seeds=1, methods=['cross-entropy'])
+    assert 'verdict' not in summarize(one) and 'smoke test' in bench_report(save_results(one, tmp_path/'q'))
+
+
+def test_weights_file_and_fine_tune(lt_path, tmp_path):
+    "--weights: a local state dict loaded into the body, then fine_tune, with BalancedFinetune inside fine_tune's unfrozen fit"
+    import torch
+    from torchvision.models import resnet18
+    from fastai.vision.all import vision_learner
+    from fastai_imbalance.bench import load_body, load_task
+    m = resnet18(); torch.save(m.state_dict(), tmp_path/'r18.pth')
+    _,_,dls = load_task('single', str(lt_path), bs=64)
+    learn = vision_learner(dls, resnet18, pretrained=False)
+    load_body(learn, resnet18, tmp_path/'r18.pth')
+    assert torch.equal(learn.model[0][0].weight, m.conv1.weight) and torch.equal(learn.model[0][4][0].bn1.running_mean, m.layer1[0].bn1.running_mean)
+    torch.save({'fc.weight': torch.zeros(3)}, tmp_path/'bad.pth')
+    with pytest.raises(ValueError, match="bad.pth does not hold resnet18's weights"): load_body(learn, resnet18, tmp_path/'bad.pth')
+    import warnings
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        r = run_bench('single', str(lt_path), resnet18, epochs=3, bs=64, methods=['BalancedFinetune (cRT)'], weights=str(tmp_path/'r18.pth'))
+    assert not [x for x in w if 'BalancedFinetune' in str(x.message)], [str(x.message) for x in w]  # the stage ran inside fine_tune's unfrozen fit of 2 epochs
+    assert r.attrs['recipe'].startswith('fine_tune') and r.attrs['pretrained'] == 'local weights file r18.pth'
+    with pytest.raises(ValueError, match='epochs must be >= 2'): run_bench('single', str(lt_path), resnet18, epochs=1, weights=str(tmp_path/'r18.pth'))
+    with pytest.raises(FileNotFoundError, match='no weights file'): run_bench('single', str(lt_path), resnet18, weights=str(tmp_path/'none.pth'))

@@ -108,3 +108,24 @@ def test_multilabel_deterministic(tmp_path):
     b = digits_multilabel(tmp_path/'b', n_train=40, n_valid=10, seed=7)
     assert digest(a) == digest(b) and (a/'labels.csv').read_text() == (b/'labels.csv').read_text()
     with pytest.raises(ValueError, match='p_blank'): digits_multilabel(tmp_path/'c', p_blank=1.)
+
+
+def test_glyphs_lt_many_classes_long_tail(tmp_path):
+    "glyphs_lt: distinct classes, an exponential tail down to one image, balanced validation, deterministic for a seed, refused sizes named"
+    from fastai_imbalance.datasets import glyphs_lt, glyph_classes, lt_counts
+    from fastai_imbalance.core import class_counts
+    from fastai.vision.all import ImageDataLoaders
+    pool = glyph_classes()
+    assert 1_000 < len(pool) < 3_300 and all(len(f) >= 8 for f in pool.values())
+    assert len({ord(c) for c in 'OoΟО'} & set(pool)) == 1 and len({ord(c) for c in 'XxХх'} & set(pool)) == 1  # Latin, Greek, Cyrillic look-alikes: one class
+    assert {ord('0'), ord('O')} <= set(pool)  # the narrower zero is a class of its own
+    p = glyphs_lt(tmp_path/'g', n_classes=60, n_max=12, n_valid_per_class=2)
+    dls = ImageDataLoaders.from_folder(p, valid='valid', bs=16, num_workers=0)
+    c = class_counts(dls)
+    assert len(c) == 60 and sorted(c.values, reverse=True) == lt_counts(12, 12, 60) and c.min() == 1
+    assert set(class_counts(dls, split='valid').values) == {2}
+    q = glyphs_lt(tmp_path/'h', n_classes=60, n_max=12, n_valid_per_class=2)
+    a, b = sorted((p/'train').rglob('*.png')), sorted((q/'train').rglob('*.png'))
+    assert [f.relative_to(p) for f in a] == [f.relative_to(q) for f in b] and all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
+    with pytest.raises(ValueError, match=f'n_classes must lie in 2..{len(pool)}'): glyphs_lt(tmp_path/'x', n_classes=len(pool) + 1)
+    with pytest.raises(ValueError, match='n_classes must be >= 2'): glyphs_lt(tmp_path/'y', n_classes=1)
