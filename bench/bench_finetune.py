@@ -50,8 +50,8 @@ def run(method, path, seed, epochs, lr=3e-3, bs=32, arch=resnet18, size=None):
     if method == 'ResampledDL balanced (whole fit)': dls = dls.resampled('balanced')
     cbs = {'plain CE': [], "fastai weighted_dataloaders": [], 'LogitAdjustedLoss (whole fit)': [], 'ResampledDL balanced (whole fit)': [],
            'BalancedFinetune head (cRT)': [BalancedFinetune(train='head')],
-           'BalancedFinetune head, no re-init': [BalancedFinetune(train='head', reinit=False)],
-           'BalancedFinetune head, half the fit': [BalancedFinetune(train='head', pct=.5)],
+           'BalancedFinetune head without re-init': [BalancedFinetune(train='head', reinit=False)],
+           'BalancedFinetune head for half the fit': [BalancedFinetune(train='head', pct=.5)],
            'BalancedFinetune stage = LogitAdjustedLoss (all layers)': [BalancedFinetune(mode='drw', loss_func=LogitAdjustedLoss(dls))],
            'BalancedFinetune stage = LogitAdjustedLoss (head)': [BalancedFinetune(mode='drw', train='head', loss_func=LogitAdjustedLoss(dls))],
            'BalancedFinetune classifier (Kang et al. cRT)': [BalancedFinetune(train='classifier')],
@@ -70,7 +70,7 @@ def run(method, path, seed, epochs, lr=3e-3, bs=32, arch=resnet18, size=None):
 
 METHODS = ['plain CE', "fastai weighted_dataloaders", 'LogitAdjustedLoss (whole fit)', 'ResampledDL balanced (whole fit)',
            'BalancedFinetune head (cRT)', 'BalancedFinetune classifier (Kang et al. cRT)', 'BalancedFinetune all layers', 'DRW (BalancedFinetune mode=drw)',
-           'BalancedFinetune head, no re-init', 'BalancedFinetune head, half the fit', 'BalancedFinetune stage = LogitAdjustedLoss (all layers)',
+           'BalancedFinetune head without re-init', 'BalancedFinetune head for half the fit', 'BalancedFinetune stage = LogitAdjustedLoss (all layers)',
            'BalancedFinetune stage = LogitAdjustedLoss (head)']
 
 

@@ -224,9 +224,12 @@ def run_bench(task:str='single', data=None, arch='resnet18', size:int=32, epochs
     counts = class_counts(dls).values
     recipes = (multilabel_methods(dls) if task == 'multilabel' else rare_methods(db, files, dls, bs) if task == 'rare'
                else many_methods(db, files, dls, bs) if task == 'many' else single_label_methods(db, files, dls, bs))
+    if isinstance(methods, str): methods = methods.split(',')
     if methods:
         unknown = [m for m in methods if m not in recipes]
         if unknown: raise ValueError(f"unknown method(s) {unknown}: choose from {list(recipes)}")
+        if 'PriorShift(uniform) on cross-entropy' in methods and 'cross-entropy' not in methods:
+            raise ValueError("'PriorShift(uniform) on cross-entropy' shifts the cross-entropy runs: add 'cross-entropy' to the methods")
         recipes = {k: v for k,v in recipes.items() if k in methods or (v is None and 'cross-entropy' in methods)}
     jobs = [(name, s) for name,mk in recipes.items() if mk is not None for s in range(first_seed, first_seed + seeds)]
     rows,ce_logits = [],{}
@@ -313,8 +316,8 @@ def plot_results(res:pd.DataFrame, out=None):
     ax.barh(range(len(methods)), [m for m,_ in iv], xerr=[h for _,h in iv], color=[colour.get(verdict[m], 'tab:blue') for m in methods], capsize=3)
     ax.set_yticks(range(len(methods)), methods); ax.invert_yaxis(); ax.set_xlabel(f'{metric} (mean, 95% interval over {res.seed.nunique()} seeds)')
     lo = min(m - h for m,h in iv); ax.set_xlim(max(0, lo - .05), min(1, max(m + h for m,h in iv) + .02))
-    ax.set_title('green: better than the baseline, red: worse (paired 95% interval); blue: not distinguishable' if res.seed.nunique() > 1
-                 else 'one seed: a smoke test, not a ranking', fontsize=8)
+    ax.set_title(f'paired with {base!r}:\ngreen better, red worse, blue not distinguishable' if res.seed.nunique() > 1
+                 else 'one seed: a smoke test, not a ranking', fontsize=9)
     fig.tight_layout(); figs[f'{metric}.png'] = fig
     if 'many_shot' in res:
         fig,ax = plt.subplots(figsize=(7.5, .35 * len(methods) + 1.2))
@@ -323,7 +326,7 @@ def plot_results(res:pd.DataFrame, out=None):
             ivs = [_interval(res.loc[res.method == m, g]) for m in methods]
             ax.barh(np.arange(len(methods)) + (k - 1) * w, [m for m,_ in ivs], height=w, xerr=[h for _,h in ivs], color=c, label=g.replace('_', '-'), capsize=2)
         ax.set_yticks(range(len(methods)), methods); ax.invert_yaxis(); ax.set_xlabel('recall of the classes in each shot group (mean, 95% interval)')
-        ax.legend(fontsize=7, loc='lower right'); fig.tight_layout(); figs['shots.png'] = fig
+        ax.legend(fontsize=8, loc='lower center', bbox_to_anchor=(.5, 1), ncol=3, frameon=False); fig.tight_layout(); figs['shots.png'] = fig
     if out is not None:
         for fn,f in figs.items(): f.savefig(Path(out)/fn, dpi=110); plt.close(f)
     return figs

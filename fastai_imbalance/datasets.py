@@ -258,7 +258,7 @@ def glyphs_lt(path=None, # Where to write (default: fastai's data folder)
                 (tmp/split/cls).mkdir(parents=True)
                 faces = rng.permutation(pool[cp])
                 for j in range(k):
-                    g = _render(fonts[faces[j % len(faces)]], chr(cp), size)
+                    g = next(x for i in range(len(faces)) if (x := _render(fonts[faces[(j + i) % len(faces)]], chr(cp), size)) is not None)  # a face with no ink at this size: the next
                     files.append(Path(split)/cls/f'{j:03d}.png')
                     Image.fromarray(_augment(g, rng, size)).save(tmp/files[-1])
         return files

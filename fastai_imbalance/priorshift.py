@@ -134,8 +134,13 @@ class Calibration:
                 _,g = self._nll_grad(z, y, chunk)
                 self.b += link(f) - link((g['b'] * (k if self.multilabel else 1) + f).clamp(1e-12, 1 - 1e-12))  # mean prediction = gradient + frequency
         # a class's bias moves the NLL by about its frequency (1/5,000): unscaled, L-BFGS spends its 200 iterations on that ill-conditioning
+        # floored by the curvature at the optimum's moments (f(1-f), mean prediction = frequency): a saturated softmax at the start has almost none
         _,h = self._nll_grad(z, y, chunk, hess=True)
-        pre = {'log_t': torch.ones(1, dtype=torch.float64), 'b': h['b'].clamp_min(1e-12).sqrt(), 'w': h['w'].clamp_min(1e-12).sqrt()}
+        n,k = z.shape
+        f = (y.double().mean(0) if self.multilabel else torch.bincount(y.long(), minlength=k).double() / n) / (k if self.multilabel else 1)
+        fl = (f * (1 - f)).clamp_min(1 / (n * k if self.multilabel else n))
+        z2 = sum((z[i:i + chunk].double() ** 2).sum(0) for i in range(0, n, chunk)) / n
+        pre = {'log_t': torch.ones(1, dtype=torch.float64), 'b': torch.maximum(h['b'], fl).sqrt(), 'w': torch.maximum(h['w'], fl * z2).sqrt()}
         xs = [p * pre[nm] for p,nm in zip(ps, names)]
         opt = torch.optim.LBFGS(xs, lr=1, max_iter=max_iter, line_search_fn='strong_wolfe')
         def closure():

@@ -161,3 +161,8 @@ def test_weights_file_and_fine_tune(lt_path, tmp_path):
     assert r.attrs['recipe'].startswith('fine_tune') and r.attrs['pretrained'] == 'local weights file r18.pth'
     with pytest.raises(ValueError, match='epochs must be >= 2'): run_bench('single', str(lt_path), resnet18, epochs=1, weights=str(tmp_path/'r18.pth'))
     with pytest.raises(FileNotFoundError, match='no weights file'): run_bench('single', str(lt_path), resnet18, weights=str(tmp_path/'none.pth'))
+
+
+def test_method_selection_errors(lt_path):
+    with pytest.raises(ValueError, match="add 'cross-entropy' to the methods"): run_bench('single', str(lt_path), tiny_arch, epochs=1, methods=['PriorShift(uniform) on cross-entropy', 'FocalLoss'])
+    with pytest.raises(ValueError, match=re.escape("unknown method(s) ['Focal']")): run_bench('single', str(lt_path), tiny_arch, epochs=1, methods='FocalLoss,Focal')

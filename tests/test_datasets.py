@@ -129,3 +129,9 @@ def test_glyphs_lt_many_classes_long_tail(tmp_path):
     assert [f.relative_to(p) for f in a] == [f.relative_to(q) for f in b] and all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
     with pytest.raises(ValueError, match=f'n_classes must lie in 2..{len(pool)}'): glyphs_lt(tmp_path/'x', n_classes=len(pool) + 1)
     with pytest.raises(ValueError, match='n_classes must be >= 2'): glyphs_lt(tmp_path/'y', n_classes=1)
+
+
+def test_glyphs_lt_faces_without_ink(tmp_path):
+    "A face listed for a code point may draw no ink at the set's size (U+1D3D in DejaVuSansMono-Oblique): the review's seeds 2 and 3 crashed"
+    from fastai_imbalance.datasets import glyphs_lt
+    assert (glyphs_lt(tmp_path/'s2', seed=2)/'manifest.json').exists()

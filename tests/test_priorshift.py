@@ -407,3 +407,15 @@ def test_calibration_reaches_the_autograd_optimum(method):
     assert big.numel() > 2**22
     f32 = Calibration(method, k).fit(big.float(), yb)
     if method != 'vs': assert float(f32.log_t) == pytest.approx(float(fit.log_t), abs=1e-3)
+
+
+@pytest.mark.parametrize('margin', [30, 1000])
+def test_calibration_of_an_overconfident_model(margin):
+    "A saturated softmax (right on 90% of items by a margin of 30 or 1000) has almost no curvature at T=1: BCTS/VS must still reach TS's NLL or better (the review found BCTS stuck at T=1)"
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(0); n, k = 600, 10
+    y = torch.randint(0, k, (n,), generator=g)
+    z = torch.randn(n, k, generator=g); t = torch.where(torch.rand(n, generator=g) < .9, y, torch.randint(0, k, (n,), generator=g))
+    z[torch.arange(n), t] += margin
+    nll = {m: F.cross_entropy(calibrate(z, y, m)(z.double()), y).item() for m in ('ts', 'bcts', 'vs')}
+    assert nll['ts'] < 0.52 and nll['bcts'] <= nll['ts'] + 1e-6 and nll['vs'] <= nll['ts'] + 1e-6, nll
