@@ -125,10 +125,10 @@ class Calibration:
         z = z.double() if z.numel() <= 2**22 or z.dtype == torch.float64 else z.float()  # small: exact; large (5,000 classes): a float64 copy would double the memory and the time
         chunk = ifnone(chunk, max(1, 2**21 // z.shape[1]))
         names = {'ts': ['log_t'], 'bcts': ['log_t', 'b'], 'vs': ['w', 'b']}[self.method]
-        ps = self._params()
+        ps,(n,k) = self._params(),z.shape
+        freq = y.double().mean(0) if self.multilabel else torch.bincount(y.long(), minlength=k).double() / n  # per label / per class
         if 'b' in names:  # a warm start: 3 steps of iterative proportional fitting, b += link(label frequency) - link(mean prediction)
-            n,k = z.shape
-            f = (y.double().mean(0) if self.multilabel else torch.bincount(y.long(), minlength=k).double() / n).clamp(1e-12, 1 - 1e-12)
+            f = freq.clamp(1e-12, 1 - 1e-12)
             link = _logit if self.multilabel else torch.log
             for _ in range(3):
                 _,g = self._nll_grad(z, y, chunk)
@@ -136,8 +136,7 @@ class Calibration:
         # a class's bias moves the NLL by about its frequency (1/5,000): unscaled, L-BFGS spends its 200 iterations on that ill-conditioning
         # floored by the curvature at the optimum's moments (f(1-f), mean prediction = frequency): a saturated softmax at the start has almost none
         _,h = self._nll_grad(z, y, chunk, hess=True)
-        n,k = z.shape
-        f = (y.double().mean(0) if self.multilabel else torch.bincount(y.long(), minlength=k).double() / n) / (k if self.multilabel else 1)
+        f = freq / (k if self.multilabel else 1)  # the multilabel NLL averages over n*k terms
         fl = (f * (1 - f)).clamp_min(1 / (n * k if self.multilabel else n))
         z2 = sum((z[i:i + chunk].double() ** 2).sum(0) for i in range(0, n, chunk)) / n
         pre = {'log_t': torch.ones(1, dtype=torch.float64), 'b': torch.maximum(h['b'], fl).sqrt(), 'w': torch.maximum(h['w'], fl * z2).sqrt()}
