@@ -207,7 +207,7 @@ def _em_step(P, src, floor, multilabel, chunk=8192):
 
 def em_priors(probs:torch.Tensor, # Calibrated posteriors on the unlabelled target data, `(n, k)` (sigmoids for multilabel)
               source, # Priors under which `probs` are calibrated (per-label prevalences for multilabel)
-              tol:float=1e-9, # Stop when the mean log-likelihood is provably within this of its maximum (the duality gap; at least 1e-6 for float32 `probs`)
+              tol:float=1e-5, # Stop when the mean log-likelihood is provably within this of its maximum (the duality gap; at least 1e-6 for float32 `probs`)
               max_iter:int=10000, # Cap on EM steps
               floor:float=1e-8, # No prior falls below this
               multilabel:bool=False, # Independent binary EM per label

@@ -42,6 +42,19 @@ def test_em_recovers_known_priors(k):
     assert (torch.as_tensor(pi_s) - true).abs().sum() > 0.3  # the shift was real
 
 
+def test_em_default_tol_against_a_tight_run():
+    "The default stop (a duality gap of 1e-5) against a run certified to 1e-10: the priors agree to a fraction of the sampling noise, and so do the shifted predictions"
+    k = 100
+    pi_s = np.exp(-np.arange(k) / 20.); pi_s /= pi_s.sum()
+    pi_t = pi_s[::-1].copy()
+    P, y = calibrated_posteriors(10_000, k, pi_t, pi_s, a=1.5)
+    loose, tight = em_priors(P, pi_s), em_priors(P, pi_s, tol=1e-10)
+    true = torch.bincount(y, minlength=k).double() / len(y)
+    assert (loose - tight).abs().sum() < 0.005 * (tight - true).abs().sum()  # far inside the estimate's own error (a stop at gap 1e-2 gives 0.045 here, 1e-5 gives 5e-5)
+    shift = lambda pi: (P * (pi / torch.as_tensor(pi_s))).argmax(1)
+    assert (shift(loose) != shift(tight)).double().mean() < 1e-3
+
+
 def test_bbse_and_calibration():
     k = 5; rng = np.random.default_rng(0)
     pi_s, pi_t = np.full(k, 1 / k), rng.dirichlet(np.ones(k))
