@@ -7,7 +7,7 @@ __all__ = ['method_settings', 'tasks', 'primary_metric', 'baselines', 'task_defa
            'single_label_methods', 'many_methods', 'rare_methods', 'multilabel_methods', 'shot_thresholds',
            'score_single', 'score_rare', 'score_multilabel', 'small_convnet', 'load_task', 'seed_job', 'load_body',
            'run_bench', 'paired_difference', 'summarize', 'plot_results', 'save_results', 'load_results',
-           'bench_report', 'main']
+           'combine_results', 'bench_report', 'main']
 
 # %% ../nbs/08_bench.ipynb #b0000003
 import json, random, time, warnings
@@ -361,6 +361,27 @@ def load_results(folder)->pd.DataFrame:
     res = pd.DataFrame(j['runs']); res.attrs.update(j['meta'])
     return res
 
+_same_setup = ('task', 'data', 'vocab', 'train_counts', 'n_valid', 'epochs', 'bs', 'lr', 'size', 'arch', 'recipe', 'pretrained', 'metric', 'baseline')
+
+def combine_results(*runs:pd.DataFrame)->pd.DataFrame:
+    "Runs of one setup made by separate invocations (more seeds, a re-run method) as one: a later (method, seed) job replaces an earlier one"
+    if not runs: raise ValueError("combine_results needs at least one run")
+    a0 = runs[0].attrs
+    for r in runs[1:]:
+        for k in _same_setup:
+            if r.attrs.get(k) != a0.get(k):
+                v0,v1 = (str(x.attrs.get(k))[:80] for x in (runs[0], r))
+                raise ValueError(f"runs of different setups cannot be paired: {k} is {v0} in the first and {v1} in another")
+    res = pd.concat(runs, ignore_index=True).drop_duplicates(['method', 'seed'], keep='last')
+    order = list(dict.fromkeys(m for r in runs for m in r.method))  # each method where it first appeared: the tables keep their order
+    res = res.sort_values(['method', 'seed'], key=lambda c: c.map(order.index) if c.name == 'method' else c, kind='stable').reset_index(drop=True)
+    res.attrs.update(a0)
+    settings = {}
+    for r in runs: settings.update(r.attrs.get('settings', {}))
+    seeds = sorted(int(s) for s in res.seed.unique())
+    res.attrs.update(settings={m: settings.get(m, '') for m in order if m in set(res.method)}, seeds=len(seeds), first_seed=seeds[0], seed_list=seeds)
+    return res
+
 report_columns = {'single': ['balanced_accuracy', 'macro_f1', 'many_shot', 'medium_shot', 'few_shot'],
                   'rare': ['sens_at_spec_0.9', 'auprc', 'auc', 'balanced_accuracy'], 'multilabel': ['macro_auprc', 'macro_auc', 'pred_over_true']}
 report_columns['many'] = report_columns['single']
@@ -369,6 +390,10 @@ def _md_table(df:pd.DataFrame)->str:
     cells = [[str(df.index.name or '')] + list(map(str, df.columns))] + [[str(i)] + [str(v) for v in r] for i,r in zip(df.index, df.values)]
     esc = lambda s: s.replace('|', '\\|')
     return '\n'.join(['| ' + ' | '.join(map(esc, cells[0])) + ' |', '|' + '---|' * len(cells[0])] + ['| ' + ' | '.join(map(esc, r)) + ' |' for r in cells[1:]])
+
+def _seed_range(res):
+    s = sorted(int(v) for v in res.seed.unique())
+    return f"{s[0]}..{s[-1]}" if s == list(range(s[0], s[-1] + 1)) else ', '.join(map(str, s))
 
 def bench_report(folder, link=None)->str:
     "The Markdown of a saved run: what ran, the table (mean ± std, paired difference from the baseline with its 95% interval), the chart and each method's settings"
@@ -381,8 +406,8 @@ def bench_report(folder, link=None)->str:
     c = a['train_counts']
     head = (f"`{a['task']}` task on {'the embedded set' if a['data'] == 'embedded' else a['data']}: {a['arch']}, {a['recipe']}, "
             f"{'pretrained body (' + str(a['pretrained']) + ')' if a['pretrained'] else 'from scratch'}, {a['epochs']} epochs, batch {a['bs']}, lr {a['lr']:g}, "
-            f"{len(c)} classes with {min(c)} to {max(c)} training images, {a['n_valid']} validation items; seeds {a['first_seed']}..{a['first_seed'] + a['seeds'] - 1}.")
-    if a['seeds'] < 2: head += "\n\n**One seed: a smoke test.** The rows are in recipe order, not ranked, and no difference at one seed is evidence."
+            f"{len(c)} classes with {min(c)} to {max(c)} training images, {a['n_valid']} validation items; seeds {_seed_range(res)}.")
+    if res.seed.nunique() < 2: head += "\n\n**One seed: a smoke test.** The rows are in recipe order, not ranked, and no difference at one seed is evidence."
     else: head += (f" Δ is the mean over seeds of the method's {a['metric']} minus {a['baseline']!r}'s at the same seed, with its 95% paired-t interval; "
                    "'not distinguishable': the interval contains 0.")
     legend = '\n'.join(f"- **{m}**: {d}" for m,d in a['settings'].items() if d)
@@ -406,6 +431,7 @@ def main(data:str=None, # ImageNet-style folder (train/<class>/*, valid/<class>/
          methods:str=None, # Comma-separated subset of the methods
          out:str='bench_out', # Folder for results.json, results.csv and the PNG charts
          report:str=None, # Print the Markdown report of a folder written earlier (no training)
+         add_to:str=None, # A folder written earlier with the same setup: its runs and these are written together to `out` (a job of the same method and seed replaces the earlier)
         ):
     "Compare imbalance techniques side by side on the same model, budget and seeds (the `fastai-imbalance-bench` command)"
     if report is not None: print(bench_report(report)); return
@@ -419,12 +445,13 @@ def main(data:str=None, # ImageNet-style folder (train/<class>/*, valid/<class>/
     if a is None: a = arch  # a timm name: vision_learner creates it
     t = time.perf_counter()
     res = run_bench(task, data, a, size, epochs, bs, lr, seeds, pretrained, methods.split(',') if methods else None, weights, first_seed)
+    if add_to is not None: res = combine_results(load_results(add_to), res)
     o = save_results(res, out)
     c = res.attrs['train_counts']
-    print(f"\n{task} task, {'embedded set' if data is None else data}: {arch}, {res.attrs['recipe']}, {epochs} epochs, {seeds} seed(s), batch {bs}, "
+    print(f"\n{task} task, {'embedded set' if data is None else data}: {arch}, {res.attrs['recipe']}, {epochs} epochs, {res.seed.nunique()} seed(s), batch {bs}, "
           f"size {size}, {len(c)} classes, training counts {min(c)}..{max(c)}")
     if task in ('single', 'many'): print('shots: many > {:.0f}, few < {:.0f} training images'.format(*shot_thresholds(c)))
-    if seeds < 2: print('SMOKE TEST: one seed. Rows are in recipe order, not ranked; differences at one seed are noise (use --seeds 5 or more).')
+    if res.seed.nunique() < 2: print('SMOKE TEST: one seed. Rows are in recipe order, not ranked; differences at one seed are noise (use --seeds 5 or more).')
     print(summarize(res).to_string())
     print('\nsettings:\n' + '\n'.join(f'  {m}: {d}' for m,d in res.attrs['settings'].items() if d))
     print(f'\nwritten to {o}/ (results.json, results.csv and PNG charts; `fastai-imbalance-bench --report {o}` prints the Markdown); total {time.perf_counter() - t:.0f} s')

@@ -96,6 +96,26 @@ def test_a_job_alone_equals_the_same_job_in_the_suite(lt_path):
     assert pick(alone, 'ResampledDL balanced').iloc[[1]].reset_index(drop=True).equals(pick(later, 'ResampledDL balanced'))
 
 
+def test_combine_results_of_separate_invocations(lt_path, tmp_path):
+    "Seeds added later and a method re-run after a change combine into the run they would have been; different setups are refused"
+    from fastai_imbalance.bench import combine_results, load_results, bench_report
+    kw = dict(arch=tiny_arch, epochs=1, bs=64, methods=['cross-entropy', 'LogitAdjustedLoss'])
+    whole = run_bench('single', str(lt_path), seeds=2, **kw)
+    first, second = run_bench('single', str(lt_path), seeds=1, **kw), run_bench('single', str(lt_path), seeds=1, first_seed=1, **kw)
+    both = combine_results(load_results(save_results(first, tmp_path/'a')), second)
+    drop = lambda r: r.drop(columns=['wall_s', 'recall']).reset_index(drop=True)
+    assert drop(both).equals(drop(whole)) and both.attrs['seeds'] == 2 and both.attrs['first_seed'] == 0
+    assert summarize(both).equals(summarize(whole).assign(**{'wall time': summarize(both)['wall time']}))
+    assert 'seeds 0..1' in bench_report(save_results(both, tmp_path/'b'))
+    redo = whole[whole.method == 'LogitAdjustedLoss'].copy(); redo['balanced_accuracy'] = 0.; redo.attrs = dict(whole.attrs)
+    r = combine_results(whole, redo)
+    assert list(r.method.unique()) == ['cross-entropy', 'LogitAdjustedLoss', 'PriorShift(uniform) on cross-entropy'] and len(r) == 6 and (r[r.method == 'LogitAdjustedLoss'].balanced_accuracy == 0).all()
+    gap = combine_results(first, run_bench('single', str(lt_path), seeds=1, first_seed=3, **kw))
+    assert 'seeds 0, 3' in bench_report(save_results(gap, tmp_path/'c'))
+    other = run_bench('single', str(lt_path), seeds=1, arch=tiny_arch, epochs=2, bs=64, methods=['cross-entropy'])
+    with pytest.raises(ValueError, match='epochs is 1 in the first and 2 in another'): combine_results(first, other)
+
+
 def test_same_seed_same_first_epoch_order(lt_path):
     "Two methods that train on the same loader see the same batches at the same seed, whatever ran before"
     from fastai_imbalance.bench import load_task, seed_job
