@@ -176,7 +176,7 @@ def test_weights_file_and_fine_tune(lt_path, tmp_path):
     import warnings
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')
-        r = run_bench('single', str(lt_path), resnet18, epochs=3, bs=64, methods=['BalancedFinetune (cRT)'], weights=str(tmp_path/'r18.pth'))
+        r = run_bench('single', str(lt_path), resnet18, epochs=3, bs=64, methods=['BalancedFinetune()'], weights=str(tmp_path/'r18.pth'))
     assert not [x for x in w if 'BalancedFinetune' in str(x.message)], [str(x.message) for x in w]  # the stage ran inside fine_tune's unfrozen fit of 2 epochs
     assert r.attrs['recipe'].startswith('fine_tune') and r.attrs['pretrained'] == 'local weights file r18.pth'
     with pytest.raises(ValueError, match='epochs must be >= 2'): run_bench('single', str(lt_path), resnet18, epochs=1, weights=str(tmp_path/'r18.pth'))

@@ -99,7 +99,7 @@ def _fit_worker(rank, world, port, path, out):
                 inner = self.learn.dl.dl if isinstance(self.learn.dl, DistributedDL) else self.learn.dl
                 body = self.model.module[0] if hasattr(self.model, 'module') else self.model[0]
                 seen.append([type(self.learn.dl).__name__, type(inner).__name__, len(self.learn.dl), checksum(body)])
-        learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=BalancedFinetune(epochs=1))
+        learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=BalancedFinetune(epochs=1, reinit=True))  # each rank re-initialises: rank 0's draw must reach every rank
         with learn.distrib_ctx(sync_bn=False, cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]):
             learn.fit(2, cbs=Probe())
         res = dict(seen=seen, restored=type(learn.dls.train).__name__, all_grad=all(p.requires_grad for p in learn.model.parameters()),

@@ -73,8 +73,10 @@ def test_reinit_resets_last_linear(dls):
             if self.epoch == 1: seen['w'] = lin.weight.detach().clone()
         def after_train(self):
             if self.epoch == 0: seen['w0'] = lin.weight.detach().clone()
-    quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1), Watch()])
+    quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1, reinit=True), Watch()])
     assert not torch.equal(seen['w0'], seen['w'])  # changed between the end of epoch 0 and the stage start: re-initialised
+    quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1), Watch()])
+    assert torch.equal(seen['w0'], seen['w'])  # the default keeps the classifier trained on the natural data
 
 
 @pytest.mark.parametrize('how', ['cancel', 'keyboard', 'error', 'early_stop'])
@@ -282,7 +284,7 @@ def test_stage_column_works_with_fastai_loggers(dls, tmp_path):
 
 
 def test_each_fit_is_its_own_crt(dls):
-    "Documented: with reinit (the default for cRT) each fit re-initialises the classifier at its stage; reinit=False keeps it"
+    "Documented: with reinit=True (Kang et al.'s cRT) each fit re-initialises the classifier at its stage; the default, reinit=False, keeps it"
     learn = vision_learner(dls, tiny_arch, pretrained=False)
     lin = last_linear(learn.model[1])
     quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1, reinit=False))
@@ -370,7 +372,7 @@ def test_fresh_classifier_state_with_torch_and_lookahead_optimizers(dls):
                 o = self.opt.opt if isinstance(self.opt, OptimWrapper) else self.opt
                 seen['state'] = dict(o.state[lin.weight]) if lin.weight in o.state else {}
                 seen['slow'] = getattr(self.opt, 'slow_weights', None)
-        quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1), Look()])
+        quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1, reinit=True), Look()])
         assert seen['state'] == {} and seen['slow'] is None, opt_func
         assert_restored(learn, dls)
 
