@@ -187,12 +187,17 @@ def _em_step(P, src, floor, multilabel, chunk=8192):
     n = len(P)
     def step(pi):
         if not multilabel:
-            d = (P @ (pi / src).to(P.dtype)).clamp_min(1e-30)
-            g = (P.t() @ (1 / d)).double() / n / src  # the log-likelihood's gradient
+            w,g,ll = (pi / src).to(P.dtype),torch.zeros_like(pi),0.
+            for i in range(0, n, chunk):  # float64 sums across chunks: the rounding of the mean does not grow with n
+                p = P[i:i + chunk]
+                d = (p @ w).clamp_min(1e-30)
+                g += (p.t() @ (1 / d)).double()
+                ll += float(torch.log(d).double().sum())
+            g = g / n / src  # the log-likelihood's gradient
             pg = pi * g  # sums to 1, up to P's rounding
             new = pg.clamp_min(floor)
             gap = (1 - len(pi) * floor) * g.max() + floor * g.sum() - pg.sum()  # Frank-Wolfe gap over the priors with every class at least `floor`
-            return new / new.sum(),float(torch.log(d).double().mean()),float(gap)
+            return new / new.sum(),ll / n,float(gap)
         r1,r0,acc,ll = (pi / src).to(P.dtype),((1 - pi) / (1 - src)).to(P.dtype),torch.zeros_like(pi),0.
         for i in range(0, n, chunk):  # posterior of each label under `pi`, averaged: independent binary EMs
             p = P[i:i + chunk]
@@ -207,7 +212,7 @@ def _em_step(P, src, floor, multilabel, chunk=8192):
 
 def em_priors(probs:torch.Tensor, # Calibrated posteriors on the unlabelled target data, `(n, k)` (sigmoids for multilabel)
               source, # Priors under which `probs` are calibrated (per-label prevalences for multilabel)
-              tol:float=1e-5, # Stop when the mean log-likelihood is provably within this of its maximum (the duality gap; at least 1e-6 for float32 `probs`)
+              tol:float=1e-5, # Stop when the mean log-likelihood is within this of its maximum (the duality gap, exact for float64 `probs`, up to float32 rounding otherwise; at least 1e-6 for float32)
               max_iter:int=10000, # Cap on EM steps
               floor:float=1e-8, # No prior falls below this
               multilabel:bool=False, # Independent binary EM per label
@@ -267,8 +272,13 @@ def bbse_priors(val_probs, # Calibration-set probabilities, `(n, k)`
     return pi / pi.sum()
 
 # %% ../nbs/04_priorshift.ipynb #d56977cc
-def _check_method(method):
+def _check_method(method, em_kwargs=None):
+    "Raise early on an unknown method, or on settings `em_priors` would not take"
     if method not in ('em', 'bbse'): raise ValueError(f"unknown method {method!r}: use 'em' or 'bbse'")
+    if not em_kwargs: return
+    if method != 'em': raise ValueError(f"{sorted(em_kwargs)} are settings of EM (em_priors); method={method!r} takes none")
+    bad = sorted(set(em_kwargs) - {'tol', 'max_iter', 'floor'})
+    if bad: raise ValueError(f"unknown EM setting(s) {bad}: em_priors takes tol, max_iter and floor")
 
 def _is(o, s): return isinstance(o, str) and o == s
 
@@ -294,14 +304,16 @@ class PriorShift(Callback):
                  method:str='em', # How target='estimate' estimates: 'em' or 'bbse'
                  calibrate:str='bcts', # Calibration target='estimate' fits first
                  calib_dl=None, # Labelled data target='estimate' calibrates on (default: the validation set)
-                 in_validation:bool=False): # Also shift validation passes (`fit`'s and `validate`'s loss and metrics)
+                 in_validation:bool=False, # Also shift validation passes (`fit`'s and `validate`'s loss and metrics)
+                 **em_kwargs): # For target='estimate' with EM: `em_priors`'s tol, max_iter, floor
         if isinstance(target, str) and target not in ('uniform', 'estimate'): raise ValueError(f"unknown target {target!r}: use 'uniform', 'estimate', priors or None")
         if isinstance(source, str): raise ValueError(f"source={source!r}: pass priors, or None for the prior the model was trained under (it follows resampling and weighted losses)")
         if _is(target, 'estimate'):
             if dl is None: raise ValueError("target='estimate' needs the unlabelled target data: PriorShift('estimate', dl=dls.test_dl(items))")
             if calibration is not None or source is not None: raise ValueError("target='estimate' fits its own calibration and source priors: leave `calibration` and `source` unset")
-            _check_method(method)
-        store_attr(but='multilabel')
+        elif em_kwargs: raise ValueError(f"{sorted(em_kwargs)} are settings of the EM estimate: they need target='estimate'")
+        _check_method(method, em_kwargs)
+        store_attr(but='multilabel,em_kwargs'); self.em_kwargs = em_kwargs
         self._ml_arg,self._multilabel,self._src,self._tgt,self._cal,self._for = multilabel,multilabel,None,None,None,None  # the user's choice, and what was resolved
 
     @property
@@ -389,7 +401,7 @@ def estimate_priors(self:Learner, dl, # Unlabelled target data (a fastai DataLoa
                     **kwargs, # Passed to `em_priors`
                    )->torch.Tensor:
     "Target priors of `dl`, estimated from the model's predictions; also returns calibration and source in `self.prior_estimate`"
-    _check_method(method)  # before any inference
+    _check_method(method, kwargs)  # before any inference
     if len(dl.dataset) == 0: raise ValueError("the unlabelled data set is empty: there is nothing to estimate priors from")
     old = [cb for cb in self.cbs if isinstance(cb, PriorShift)]
     for cb in old: self.remove_cb(cb)
@@ -424,7 +436,7 @@ def _estimate(self:PriorShift):
     if self.dl is None: raise ValueError("PriorShift('estimate') has no data to estimate from (it was exported before estimating): pass fixed priors, or adapt_to(dl)")
     vz,vy = _raw_preds(self.learn, _unwrap(ifnone(self.calib_dl, self.learn.dls.valid)), 'calibration set')
     tz,_ = _raw_preds(self.learn, self.dl, 'unlabelled data set')
-    self._tgt,self._src,self._cal = _estimate(vz, vy, tz, self.method, self.calibrate, self.learn)
+    self._tgt,self._src,self._cal = _estimate(vz, vy, tz, self.method, self.calibrate, self.learn, **getattr(self, 'em_kwargs', {}))
     self._multilabel = vy.ndim == 2
 
 # %% ../nbs/04_priorshift.ipynb #c3b4701c

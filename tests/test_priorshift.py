@@ -55,6 +55,17 @@ def test_em_default_tol_against_a_tight_run():
     assert (shift(loose) != shift(tight)).double().mean() < 1e-3
 
 
+def test_em_float32_certificate_across_chunks():
+    "float32 posteriors over several 8,192-row chunks: the float32 stop is within tol of the float64 maximum (its sums do not drift with n)"
+    k = 20
+    pi_s = np.exp(-np.arange(k) / 4.); pi_s /= pi_s.sum()
+    P, _ = calibrated_posteriors(30_000, k, np.full(k, 1 / k), pi_s, a=2.)
+    P64 = torch.as_tensor(P).double()
+    ll = lambda pi: float(torch.log(P64 @ (pi / torch.as_tensor(pi_s))).mean())
+    p32, p64 = em_priors(P64.float(), pi_s, tol=1e-5), em_priors(P64, pi_s, tol=1e-12)
+    assert 0 <= ll(p64) - ll(p32) < 1e-5 + 1e-6
+
+
 def test_bbse_and_calibration():
     k = 5; rng = np.random.default_rng(0)
     pi_s, pi_t = np.full(k, 1 / k), rng.dirichlet(np.ones(k))
@@ -171,6 +182,10 @@ def test_estimate_target_in_the_callback_matches_adapt_to_and_exports(lt_path, t
     l3 = vision_learner(dls, tiny_arch, pretrained=False, cbs=PriorShift('estimate', dl=tdl))
     l3.export(tmp_path/'none.pkl')
     with pytest.raises(ValueError, match='has no data to estimate from'): load_learner(tmp_path/'none.pkl').predict(files[0])
+    # EM's settings reach the callback's estimate: one step cannot converge, and says so
+    learn.remove_cbs([c for c in learn.cbs if isinstance(c, PriorShift)])
+    learn.add_cb(PriorShift('estimate', dl=tdl, max_iter=1))
+    with learn.no_bar(), pytest.warns(UserWarning, match='did not converge in 1 iterations'): learn.get_preds(dl=tdl)
 
 
 def test_multilabel_end_to_end(ml_path):
