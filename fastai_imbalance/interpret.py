@@ -88,7 +88,9 @@ def plot_class_distribution(self:ImbalanceInterpretation, ax=None):
     x = np.arange(len(df))
     if len(df) <= 100: ax.bar(x - .2, df.train, .4, label='train'); ax.bar(x + .2, df.support, .4, label='valid')
     else:  # one artist per series: 5,000 classes as bars are 10,000 patches (10.7 s to draw, against 0.7 s)
-        for v,lbl in ((df.train, 'train'), (df.support, 'valid')): ax.stairs(v.values, np.arange(len(df) + 1) - .5, fill=True, alpha=.6, label=lbl)
+        e = np.arange(len(df) + 1) - .5
+        ax.stairs(df.train.values, e, fill=True, alpha=.5, label='train')  # filled, and the validation counts as an outline over it: both stay readable
+        ax.stairs(df.support.values, e, color='tab:orange', lw=1.2, label='valid')
     ax.set_yscale('log'); ax.set_xlabel('class (most frequent in training first)'); ax.set_ylabel('images'); ax.legend()
     if len(df) <= 30: ax.set_xticks(x, [str(i) for i in df.index])
     return ax

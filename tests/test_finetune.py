@@ -299,6 +299,11 @@ def test_each_fit_is_its_own_crt(dls):
     quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1, reinit=False), s])
     assert torch.equal(s.w0, s.w)  # no re-initialisation at the stage
     assert not torch.equal(w, s.w0)  # and the second fit trained on from the first
+    for _ in range(2):  # cRT: every fit re-initialises at its own stage, and puts back what it changed
+        s = Snap()
+        quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1, reinit=True), s])
+        assert not torch.equal(s.w0, s.w)
+        assert_restored(learn, dls)
 
 
 def test_num_workers_fit_and_inference(lt_path):
@@ -339,10 +344,10 @@ def test_stage_after_lr_find_and_load(dls, tmp_path):
     "lr_find and load rebuild fastai's optimizer state as a plain dict: the stage's fresh classifier state must not need a defaultdict"
     learn = vision_learner(dls, tiny_arch, pretrained=False, path=tmp_path)
     with learn.no_bar(), learn.no_logging(): learn.lr_find(num_it=5, show_plot=False)
-    quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1))
+    quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1, reinit=True))  # the fresh classifier's state is what lr_find and load rebuilt
     assert 'ResampledDL' in learn.trained_prior.how
     learn.save('a'); learn.load('a')
-    quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1))
+    quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1, reinit=True))
     assert_restored(learn, dls)
 
 

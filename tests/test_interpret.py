@@ -34,9 +34,10 @@ def test_tables_at_150_classes():
     assert int(sh.loc[['many', 'medium', 'few'], 'classes'].sum()) == C and sh.loc['many', 'accuracy'] > sh.loc['few', 'accuracy']
     ax = it.plot_confusion_matrix()  # 150 classes: an image, no per-cell text
     assert len(ax.texts) == 0 and ax.images[0].get_array().shape == (C, C)
-    ax = it.plot_class_distribution()  # 150 classes: one filled step per series, not 300 bar patches; the heights are the counts
+    ax = it.plot_class_distribution()  # 150 classes: one step artist per series (train filled, valid outlined), not 300 bar patches; the heights are the counts
     assert len(ax.patches) == 2 and [p.get_label() for p in ax.patches] == ['train', 'valid']
     assert np.array_equal(ax.patches[0].get_data().values, pc.train.values) and np.array_equal(ax.patches[1].get_data().values, pc.support.values)
+    assert ax.patches[0].get_fill() and not ax.patches[1].get_fill()  # the two series do not hide each other
     it.plot_recall_vs_frequency()
     small = fake(torch.rand(6, 3).softmax(1), [0, 1, 2, 0, 1, 2], [5, 3, 1])
     assert len(small.plot_class_distribution().patches) == 6  # a few classes: bars, with their names
