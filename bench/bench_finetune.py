@@ -51,6 +51,7 @@ def run(method, path, seed, epochs, lr=3e-3, bs=32, arch=resnet18, size=None):
     cbs = {'plain CE': [], "fastai weighted_dataloaders": [], 'LogitAdjustedLoss (whole fit)': [], 'ResampledDL balanced (whole fit)': [],
            'BalancedFinetune head (cRT)': [BalancedFinetune(train='head', reinit=True)],
            'BalancedFinetune head without re-init': [BalancedFinetune(train='head', reinit=False)],
+           'BalancedFinetune head (sqrt stage)': [BalancedFinetune(train='head', reinit=False, strategy='sqrt')],
            'BalancedFinetune head for half the fit': [BalancedFinetune(train='head', pct=.5, reinit=True)],
            'BalancedFinetune stage = LogitAdjustedLoss (all layers)': [BalancedFinetune(mode='drw', loss_func=LogitAdjustedLoss(dls))],
            'BalancedFinetune stage = LogitAdjustedLoss (head)': [BalancedFinetune(mode='drw', train='head', loss_func=LogitAdjustedLoss(dls))],
@@ -71,7 +72,7 @@ def run(method, path, seed, epochs, lr=3e-3, bs=32, arch=resnet18, size=None):
 METHODS = ['plain CE', "fastai weighted_dataloaders", 'LogitAdjustedLoss (whole fit)', 'ResampledDL balanced (whole fit)',
            'BalancedFinetune head (cRT)', 'BalancedFinetune classifier (Kang et al. cRT)', 'BalancedFinetune all layers', 'DRW (BalancedFinetune mode=drw)',
            'BalancedFinetune head without re-init', 'BalancedFinetune head for half the fit', 'BalancedFinetune stage = LogitAdjustedLoss (all layers)',
-           'BalancedFinetune stage = LogitAdjustedLoss (head)']
+           'BalancedFinetune stage = LogitAdjustedLoss (head)', 'BalancedFinetune head (sqrt stage)']
 
 
 def paired(d, base, col='balanced_accuracy'):

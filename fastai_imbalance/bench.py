@@ -10,7 +10,7 @@ __all__ = ['method_settings', 'tasks', 'primary_metric', 'baselines', 'task_defa
            'combine_results', 'bench_report', 'main']
 
 # %% ../nbs/08_bench.ipynb #b0000003
-import json, random, time, warnings
+import copy, hashlib, json, os, random, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import matplotlib; import matplotlib.pyplot as plt
@@ -22,7 +22,7 @@ from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, MultiCatego
                                ColReader, ColSplitter, Resize, vision_learner, set_seed, CrossEntropyLossFlat, BCEWithLogitsLossFlat, verify_images,
                                create_body, model_meta, ConvLayer)
 from torch import nn
-from fastai.vision.learner import _default_meta, _add_norm
+from fastai.vision.learner import _default_meta, _add_norm, _timm_norm
 from .core import class_counts, class_weights, class_priors, pos_weight
 from .datasets import digits_lt, digits_rare, digits_multilabel, glyphs_lt
 from .data import ResampledDL
@@ -199,11 +199,24 @@ def load_body(learn, arch, weights):
     "Load `weights`, a local file with the state dict of a whole `arch` model (as `torch.save(resnet18().state_dict(), f)` writes it), into `learn`'s body"
     if isinstance(arch, str): raise ValueError(f"weights= needs a torchvision-style architecture function, not the name {arch!r}")
     sd = torch.load(weights, map_location='cpu', weights_only=True)
+    for k in ('state_dict', 'model'):  # a training checkpoint ({'state_dict': ...} or {'model': ...}, with other entries beside it)
+        if isinstance(sd, dict) and isinstance(sd.get(k), dict): sd = sd[k]; break
+    if isinstance(sd, dict) and sd and all(isinstance(k, str) and k.startswith('module.') for k in sd):  # saved from a DataParallel/DDP wrapper
+        sd = {k[len('module.'):]: v for k,v in sd.items()}
     try: m = arch(weights=None)
     except TypeError: m = arch(pretrained=False)
     try: m.load_state_dict(sd)
     except RuntimeError as e: raise ValueError(f"{weights} does not hold {getattr(arch, '__name__', arch)}'s weights: {str(e)[:300]}") from None
     learn.model[0].load_state_dict(create_body(m, cut=model_meta.get(arch, _default_meta)['cut']).state_dict())
+
+def _add_arch_norm(dls, arch):
+    "The `Normalize` `vision_learner(pretrained=True)` adds, unless `dls` has one: a timm name's stats are its pretrained config's (0.5 for a ViT), others fastai's `model_meta`"
+    if isinstance(arch, str):
+        import timm
+        cfg = timm.models.get_pretrained_cfg(arch)
+        if cfg is None: raise ValueError(f"timm knows no pretrained configuration for {arch!r}: cannot tell its normalisation")
+        _timm_norm(dls, dict(mean=cfg.mean, std=cfg.std), True)
+    else: _add_norm(dls, model_meta.get(arch, _default_meta), True)
 
 def _train(learn, epochs, lr, finetune):
     "The practitioner's recipe: `fine_tune` (one frozen epoch, then `epochs - 1` unfrozen) for a pretrained body, else `fit_one_cycle`"
@@ -211,8 +224,26 @@ def _train(learn, epochs, lr, finetune):
         if finetune: learn.fine_tune(epochs - 1, lr, freeze_epochs=1)
         else: learn.fit_one_cycle(epochs, lr)
 
+def _data_digest(files)->str:
+    "A fingerprint of a task's data: each file's name below the set's root and its size (the labels' table for multilabel)"
+    h = hashlib.sha1()
+    if isinstance(files, pd.DataFrame): h.update(files.to_csv(index=False).encode())
+    else:
+        files = [Path(f) for f in files]
+        root = Path(os.path.commonpath([str(f) for f in files])) if files else Path('.')
+        for f in sorted(files): h.update(f'{f.relative_to(root).as_posix()}:{f.stat().st_size}\n'.encode())
+    return h.hexdigest()[:16]
+
+def _file_digest(fn)->str:
+    h = hashlib.sha256()
+    with open(fn, 'rb') as f:
+        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
+    return h.hexdigest()[:12]
+
 def run_bench(task:str='single', data=None, arch='resnet18', size:int=32, epochs:int=8, bs:int=32, lr:float=3e-3, seeds:int=1,
-              pretrained:bool=False, methods=None, weights=None, first_seed:int=0)->pd.DataFrame:
+              pretrained:bool=False, methods=None, weights=None, first_seed:int=0,
+              add_to:pd.DataFrame=None, # Runs of an earlier invocation: checked to be of this setup before any training, and returned with these (`combine_results`)
+             )->pd.DataFrame:
     "Train every method on `task` with seeds `first_seed`, ..., `first_seed + seeds - 1`; one row per (method, seed) job, each reproducible alone"
     if task not in tasks: raise ValueError(f"unknown task {task!r}: use one of {tasks}")
     for name,v in (('epochs', epochs), ('seeds', seeds), ('bs', bs), ('size', size)):
@@ -222,7 +253,7 @@ def run_bench(task:str='single', data=None, arch='resnet18', size:int=32, epochs
     if weights is not None and not Path(weights).is_file(): raise FileNotFoundError(f"no weights file {weights}")
     set_seed(0, reproducible=True)
     db,files,dls = load_task(task, data, size, bs)
-    if finetune: _add_norm(dls, model_meta.get(arch, _default_meta), True)  # what vision_learner(pretrained=True) adds: once, before any loader is derived
+    if finetune: _add_arch_norm(dls, arch)  # what vision_learner(pretrained=True) adds: once, before any loader is derived
     counts = class_counts(dls).values
     recipes = (multilabel_methods(dls) if task == 'multilabel' else rare_methods(db, files, dls, bs) if task == 'rare'
                else many_methods(db, files, dls, bs) if task == 'many' else single_label_methods(db, files, dls, bs))
@@ -233,6 +264,13 @@ def run_bench(task:str='single', data=None, arch='resnet18', size:int=32, epochs
         if 'PriorShift(uniform) on cross-entropy' in methods and 'cross-entropy' not in methods:
             raise ValueError("'PriorShift(uniform) on cross-entropy' shifts the cross-entropy runs: add 'cross-entropy' to the methods")
         recipes = {k: v for k,v in recipes.items() if k in methods or (v is None and 'cross-entropy' in methods)}
+    attrs = dict(task=task, data='embedded' if data is None else Path(data).name, data_digest=_data_digest(files), vocab=[str(v) for v in dls.vocab],
+                 train_counts=[int(c) for c in counts], n_valid=len(dls.valid_ds), epochs=epochs, bs=bs, lr=lr, size=size,
+                 arch=getattr(arch, '__name__', str(arch)), seeds=seeds, first_seed=first_seed,
+                 recipe='fine_tune(epochs - 1, freeze_epochs=1)' if finetune else 'fit_one_cycle(epochs)',
+                 pretrained=f'local weights file {Path(weights).name}, sha256 {_file_digest(weights)}' if weights is not None else bool(pretrained),
+                 metric=primary_metric[task], baseline=baselines[task], settings={m: method_settings.get(m, '') for m in recipes})
+    if add_to is not None: _check_same_setup(add_to.attrs, attrs, 'the earlier runs', 'this run')  # before hours of training, not after
     jobs = [(name, s) for name,mk in recipes.items() if mk is not None for s in range(first_seed, first_seed + seeds)]
     rows,ce_logits = [],{}
     pos = list(dls.vocab).index(sorted(dls.vocab, key=lambda v: counts[list(dls.vocab).index(v)])[0]) if task == 'rare' else None  # the rarer class
@@ -242,7 +280,7 @@ def run_bench(task:str='single', data=None, arch='resnet18', size:int=32, epochs
         learn = vision_learner(tdls, arch, pretrained=bool(pretrained), loss_func=loss, cbs=cbs, n_out=len(dls.vocab))
         if weights is not None:
             load_body(learn, arch, weights)
-            _add_norm(tdls, model_meta.get(arch, _default_meta), True)  # a no-op unless the recipe made loaders of its own
+            _add_arch_norm(tdls, arch)  # a no-op unless the recipe made loaders of its own
         for f in setup: f(learn)
         t = time.perf_counter()
         _train(learn, epochs, lr, finetune)
@@ -262,13 +300,8 @@ def run_bench(task:str='single', data=None, arch='resnet18', size:int=32, epochs
             zs = prior_shift_logits(z, torch.full((k,), 1 / k, dtype=torch.float64), class_priors(dls).double())
             rows.append(dict(method='PriorShift(uniform) on cross-entropy', seed=s, wall_s=wall, **score_single(zs, y, counts)))
     res = pd.DataFrame(rows)
-    res.attrs.update(task=task, data='embedded' if data is None else Path(data).name, vocab=[str(v) for v in dls.vocab],
-                     train_counts=[int(c) for c in counts], n_valid=len(dls.valid_ds), epochs=epochs, bs=bs, lr=lr, size=size,
-                     arch=getattr(arch, '__name__', str(arch)), seeds=seeds, first_seed=first_seed,
-                     recipe='fine_tune(epochs - 1, freeze_epochs=1)' if finetune else 'fit_one_cycle(epochs)',
-                     pretrained='local weights file ' + Path(weights).name if weights is not None else bool(pretrained),
-                     metric=primary_metric[task], baseline=baselines[task], settings={m: method_settings.get(m, '') for m in res.method.unique()})
-    return res
+    res.attrs.update(attrs)
+    return res if add_to is None else combine_results(add_to, res)
 
 
 # %% ../nbs/08_bench.ipynb #b0000012
@@ -294,6 +327,8 @@ def summarize(res:pd.DataFrame)->pd.DataFrame:
     fmt = lambda m,s: f'{m:.3f}' if np.isnan(s) else f'{m:.3f} ± {s:.3f}'
     out = pd.DataFrame({c: [fmt(m, s) for m,s in zip(g[c].mean(), g[c].std())] for c in cols}, index=g[cols[0]].mean().index)
     out['wall time'] = [f'{t:.0f} s' for t in g['wall_s'].mean()]
+    n = g['seed'].nunique()
+    if n.nunique() > 1: out['seeds'] = n.values  # mean ± std are over each method's own seeds; Δ over those it shares with the baseline
     base = res.attrs.get('baseline', 'cross-entropy')
     if res.seed.nunique() > 1 and base in set(res.method):
         p = paired_difference(res)
@@ -316,7 +351,9 @@ def plot_results(res:pd.DataFrame, out=None):
     figs = {}
     fig,ax = plt.subplots(figsize=(7.5, .35 * len(methods) + 1.2))
     ax.barh(range(len(methods)), [m for m,_ in iv], xerr=[h for _,h in iv], color=[colour.get(verdict[m], 'tab:blue') for m in methods], capsize=3)
-    ax.set_yticks(range(len(methods)), methods); ax.invert_yaxis(); ax.set_xlabel(f'{metric} (mean, 95% interval over {res.seed.nunique()} seeds)')
+    n = res.groupby('method').seed.nunique()
+    ax.set_yticks(range(len(methods)), methods); ax.invert_yaxis()
+    ax.set_xlabel(f"{metric} (mean, 95% interval over {f'{n.iloc[0]} seeds' if n.nunique() == 1 else 'each method’s seeds'})")
     lo = min(m - h for m,h in iv); ax.set_xlim(max(0, lo - .05), min(1, max(m + h for m,h in iv) + .02))
     ax.set_title(f'paired with {base!r}:\ngreen better, red worse, blue not distinguishable' if res.seed.nunique() > 1
                  else 'one seed: a smoke test, not a ranking', fontsize=9)
@@ -333,10 +370,18 @@ def plot_results(res:pd.DataFrame, out=None):
         for fn,f in figs.items(): f.savefig(Path(out)/fn, dpi=110); plt.close(f)
     return figs
 
+def _json_safe(o):
+    "Standard JSON: NaN and infinities as null (Python's json writes NaN, which other readers refuse), numpy values as Python's"
+    if isinstance(o, dict): return {k: _json_safe(v) for k,v in o.items()}
+    if isinstance(o, (list, tuple)): return [_json_safe(v) for v in o]
+    if hasattr(o, 'tolist'): return _json_safe(o.tolist())
+    if isinstance(o, float) and not np.isfinite(o): return None
+    return o
+
 def save_results(res:pd.DataFrame, out):
     "JSON of every run, CSV of the summary, PNG charts: the task's metric per method, per-shot recall, the class histogram, recall against frequency"
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    (out/'results.json').write_text(json.dumps(dict(meta=res.attrs, runs=res.to_dict(orient='records')), indent=1, default=float))
+    (out/'results.json').write_text(json.dumps(_json_safe(dict(meta=res.attrs, runs=res.to_dict(orient='records'))), indent=1, allow_nan=False))
     summarize(res).to_csv(out/'results.csv')
     plot_results(res, out)
     counts,vocab = np.array(res.attrs['train_counts']),res.attrs['vocab']
@@ -361,23 +406,38 @@ def load_results(folder)->pd.DataFrame:
     "The runs `save_results` wrote to `folder`, with their settings in `attrs`"
     j = json.loads((Path(folder)/'results.json').read_text())
     res = pd.DataFrame(j['runs']); res.attrs.update(j['meta'])
+    for c in res.columns.drop(['method', 'recall'], errors='ignore'):
+        if res[c].dtype == object: res[c] = pd.to_numeric(res[c])  # a score that was NaN, written as null
     return res
 
-_same_setup = ('task', 'data', 'vocab', 'train_counts', 'n_valid', 'epochs', 'bs', 'lr', 'size', 'arch', 'recipe', 'pretrained', 'metric', 'baseline')
+_same_setup = ('task', 'data', 'data_digest', 'vocab', 'train_counts', 'n_valid', 'epochs', 'bs', 'lr', 'size', 'arch', 'recipe', 'pretrained', 'metric', 'baseline')
+
+def _plain_attr(v):
+    "An attribute as its JSON would hold it: numpy values and tuples compare equal to what `load_results` reads back"
+    return json.loads(json.dumps(v, default=lambda o: o.tolist() if hasattr(o, 'tolist') else str(o)))
+
+def _check_same_setup(a0:dict, a1:dict, first='the first', other='another'):
+    "Raise, naming the setting, unless two runs' attrs describe one setup (and the methods they share, one recipe)"
+    for a,who in ((a0, first), (a1, other)):
+        if 'task' not in a: raise ValueError(f"{who} has no setup recorded in its attrs: combine runs made by run_bench or read by load_results")
+    for k in _same_setup:
+        if k == 'data_digest' and (k not in a0 or k not in a1):
+            warnings.warn(f"{first if k not in a0 else other} predates the data fingerprint: only the data's name, classes and counts are checked"); continue
+        v0,v1 = _plain_attr(a0.get(k)),_plain_attr(a1.get(k))
+        if v0 != v1: raise ValueError(f"runs of different setups cannot be paired: {k} is {str(v0)[:80]} in {first} and {str(v1)[:80]} in {other}")
+    s0,s1 = a0.get('settings', {}),a1.get('settings', {})
+    for m in set(s0) & set(s1):
+        if s0[m] != s1[m]: raise ValueError(f"{m!r} ran with different settings: {s0[m][:80]!r} in {first}, {s1[m][:80]!r} in {other}")
 
 def combine_results(*runs:pd.DataFrame)->pd.DataFrame:
     "Runs of one setup made by separate invocations (more seeds, a re-run method) as one: a later (method, seed) job replaces an earlier one"
     if not runs: raise ValueError("combine_results needs at least one run")
-    a0 = runs[0].attrs
-    for r in runs[1:]:
-        for k in _same_setup:
-            if r.attrs.get(k) != a0.get(k):
-                v0,v1 = (str(x.attrs.get(k))[:80] for x in (runs[0], r))
-                raise ValueError(f"runs of different setups cannot be paired: {k} is {v0} in the first and {v1} in another")
+    for i,r in enumerate(runs[1:], 1): _check_same_setup(runs[0].attrs, r.attrs, 'the first run', f'run {i + 1}')
     res = pd.concat(runs, ignore_index=True).drop_duplicates(['method', 'seed'], keep='last')
+    if not len(res): raise ValueError("the runs hold no (method, seed) job")
     order = list(dict.fromkeys(m for r in runs for m in r.method))  # each method where it first appeared: the tables keep their order
     res = res.sort_values(['method', 'seed'], key=lambda c: c.map(order.index) if c.name == 'method' else c, kind='stable').reset_index(drop=True)
-    res.attrs.update(a0)
+    res.attrs = copy.deepcopy({k: _plain_attr(v) for k,v in runs[0].attrs.items()})  # nothing shared with the inputs
     settings = {}
     for r in runs: settings.update(r.attrs.get('settings', {}))
     seeds = sorted(int(s) for s in res.seed.unique())
@@ -403,7 +463,8 @@ def bench_report(folder, link=None)->str:
     link = Path(ifnone(link, folder))
     s = summarize(res)
     dcol = [c for c in s.columns if c.startswith('Δ')]
-    t = s[[c for c in report_columns[a['task']] if c in s.columns] + dcol + [c for c in ('verdict',) if c in s.columns] + ['wall time']]
+    t = s[[c for c in report_columns[a['task']] if c in s.columns] + dcol + [c for c in ('verdict',) if c in s.columns] + ['wall time']
+          + [c for c in ('seeds',) if c in s.columns]]
     t.index.name = 'method'
     c = a['train_counts']
     head = (f"`{a['task']}` task on {'the embedded set' if a['data'] == 'embedded' else a['data']}: {a['arch']}, {a['recipe']}, "
@@ -412,6 +473,8 @@ def bench_report(folder, link=None)->str:
     if res.seed.nunique() < 2: head += "\n\n**One seed: a smoke test.** The rows are in recipe order, not ranked, and no difference at one seed is evidence."
     else: head += (f" Δ is the mean over seeds of the method's {a['metric']} minus {a['baseline']!r}'s at the same seed, with its 95% paired-t interval; "
                    "'not distinguishable': the interval contains 0.")
+    if 'seeds' in s.columns: head += (" Not every method ran every seed: the seeds column counts each method's; its mean ± std are over those, "
+                                      f"its Δ over those it shares with {a['baseline']!r}.")
     legend = '\n'.join(f"- **{m}**: {d}" for m,d in a['settings'].items() if d)
     return f"{head}\n\n{_md_table(t)}\n\n![{a['metric']} per method]({(link/(a['metric'] + '.png')).as_posix()})\n\n{legend}\n"
 
@@ -445,9 +508,9 @@ def main(data:str=None, # ImageNet-style folder (train/<class>/*, valid/<class>/
     if quick: seeds = 1
     a = small_convnet if arch == 'small_convnet' else getattr(fv, arch, None)
     if a is None: a = arch  # a timm name: vision_learner creates it
+    prev = load_results(add_to) if add_to is not None else None  # a missing or unreadable folder fails now; run_bench checks its setup before training
     t = time.perf_counter()
-    res = run_bench(task, data, a, size, epochs, bs, lr, seeds, pretrained, methods.split(',') if methods else None, weights, first_seed)
-    if add_to is not None: res = combine_results(load_results(add_to), res)
+    res = run_bench(task, data, a, size, epochs, bs, lr, seeds, pretrained, methods.split(',') if methods else None, weights, first_seed, add_to=prev)
     o = save_results(res, out)
     c = res.attrs['train_counts']
     print(f"\n{task} task, {'embedded set' if data is None else data}: {arch}, {res.attrs['recipe']}, {epochs} epochs, {res.seed.nunique()} seed(s), batch {bs}, "

@@ -1,5 +1,5 @@
 "fastai-imbalance-bench: folder checks, a small real run through the CLI code path, outputs."
-import json, re, shutil, subprocess, sys
+import copy, json, re, shutil, subprocess, sys
 import numpy as np, pandas as pd, pytest
 from PIL import Image
 from fastai_imbalance.bench import check_folder, run_bench, summarize, save_results, shot_thresholds, main
@@ -113,7 +113,48 @@ def test_combine_results_of_separate_invocations(lt_path, tmp_path):
     gap = combine_results(first, run_bench('single', str(lt_path), seeds=1, first_seed=3, **kw))
     assert 'seeds 0, 3' in bench_report(save_results(gap, tmp_path/'c'))
     other = run_bench('single', str(lt_path), seeds=1, arch=tiny_arch, epochs=2, bs=64, methods=['cross-entropy'])
-    with pytest.raises(ValueError, match='epochs is 1 in the first and 2 in another'): combine_results(first, other)
+    with pytest.raises(ValueError, match='epochs is 1 in the first run and 2 in run 2'): combine_results(first, other)
+
+
+def test_combine_refuses_what_cannot_be_paired_before_training(lt_path, tmp_path, monkeypatch):
+    "add_to is checked before the first job; mixed recipes, other data, empty or unrecorded runs are refused; attrs are plain and not shared"
+    import shutil, fastai_imbalance.bench as B
+    from fastai_imbalance.bench import combine_results, load_results, bench_report
+    kw = dict(arch=tiny_arch, epochs=1, bs=64, methods=['cross-entropy', 'LogitAdjustedLoss'])
+    first = run_bench('single', str(lt_path), seeds=1, **kw)
+    def no_training(*a, **k): raise AssertionError('trained before checking the setup')
+    with monkeypatch.context() as m:
+        m.setattr(B, '_train', no_training)
+        with pytest.raises(ValueError, match='lr is 0.003 in the earlier runs and 0.01 in this run'):
+            run_bench('single', str(lt_path), seeds=1, lr=1e-2, add_to=load_results(save_results(first, tmp_path/'a')), **kw)
+    # the same method under another recipe: refused, naming it
+    other = first.copy(); other.attrs = copy.deepcopy(first.attrs); other['seed'] = 1
+    other.attrs['settings']['LogitAdjustedLoss'] = 'tau=2'
+    with pytest.raises(ValueError, match="'LogitAdjustedLoss' ran with different settings"): combine_results(first, other)
+    # other images under the same folder name, classes and counts: the data fingerprint differs
+    moved = tmp_path/'copy'/lt_path.name; shutil.copytree(lt_path, moved)
+    f = sorted((moved/'valid').rglob('*.png'))[0]; f.write_bytes(f.read_bytes() + b'\0')
+    with monkeypatch.context() as m:
+        m.setattr(B, '_train', no_training)
+        with pytest.raises(ValueError, match='data_digest is'): run_bench('single', str(moved), seeds=1, add_to=first, **kw)
+    # numpy and tuple attrs (a run built by hand, or read another way) compare equal to their JSON form
+    np_run = first.copy(); np_run['seed'] = 2
+    np_run.attrs = {**copy.deepcopy(first.attrs), 'train_counts': np.array(first.attrs['train_counts']), 'vocab': tuple(first.attrs['vocab']), 'lr': np.float64(first.attrs['lr'])}
+    both = combine_results(first, np_run)
+    both.attrs['vocab'].append('x'); assert 'x' not in first.attrs['vocab']  # the result's attrs are its own
+    with pytest.raises(ValueError, match='hold no'): combine_results(first.iloc[:0], np_run.iloc[:0])
+    bare = pd.DataFrame(dict(method=['cross-entropy'], seed=[5], balanced_accuracy=[.5]))
+    with pytest.raises(ValueError, match='run 2 has no setup recorded'): combine_results(first, bare)
+    # a method re-run at more seeds than the others: the report counts each method's seeds and says so
+    more = run_bench('single', str(lt_path), seeds=1, first_seed=1, arch=tiny_arch, epochs=1, bs=64, methods=['cross-entropy'])
+    mixed = combine_results(first, more)
+    assert list(B.summarize(mixed)['seeds']) == [2, 1, 2]
+    rep = bench_report(save_results(mixed, tmp_path/'m'))
+    assert 'Not every method ran every seed' in rep and '| seeds |' in rep
+    # NaN scores are written as standard JSON (null) and read back as NaN
+    nan = first.copy(); nan.attrs = copy.deepcopy(first.attrs); nan.loc[0, 'macro_f1'] = np.nan
+    o = save_results(nan, tmp_path/'nan')
+    assert 'NaN' not in (o/'results.json').read_text() and np.isnan(load_results(o).macro_f1.iloc[0])
 
 
 def test_same_seed_same_first_epoch_order(lt_path):
@@ -171,6 +212,9 @@ def test_weights_file_and_fine_tune(lt_path, tmp_path):
     learn = vision_learner(dls, resnet18, pretrained=False)
     load_body(learn, resnet18, tmp_path/'r18.pth')
     assert torch.equal(learn.model[0][0].weight, m.conv1.weight) and torch.equal(learn.model[0][4][0].bn1.running_mean, m.layer1[0].bn1.running_mean)
+    for i, wrapped in enumerate(({'state_dict': m.state_dict(), 'epoch': 3}, {'model': {'module.' + k: v for k, v in m.state_dict().items()}})):  # checkpoint layouts
+        l2 = vision_learner(dls, resnet18, pretrained=False); torch.save(wrapped, tmp_path/f'w{i}.pth')
+        load_body(l2, resnet18, tmp_path/f'w{i}.pth'); assert torch.equal(l2.model[0][0].weight, m.conv1.weight)
     torch.save({'fc.weight': torch.zeros(3)}, tmp_path/'bad.pth')
     with pytest.raises(ValueError, match="bad.pth does not hold resnet18's weights"): load_body(learn, resnet18, tmp_path/'bad.pth')
     import warnings
@@ -178,9 +222,23 @@ def test_weights_file_and_fine_tune(lt_path, tmp_path):
         warnings.simplefilter('always')
         r = run_bench('single', str(lt_path), resnet18, epochs=3, bs=64, methods=['BalancedFinetune()'], weights=str(tmp_path/'r18.pth'))
     assert not [x for x in w if 'BalancedFinetune' in str(x.message)], [str(x.message) for x in w]  # the stage ran inside fine_tune's unfrozen fit of 2 epochs
-    assert r.attrs['recipe'].startswith('fine_tune') and r.attrs['pretrained'] == 'local weights file r18.pth'
+    assert r.attrs['recipe'].startswith('fine_tune') and re.fullmatch(r'local weights file r18.pth, sha256 [0-9a-f]{12}', r.attrs['pretrained'])
     with pytest.raises(ValueError, match='epochs must be >= 2'): run_bench('single', str(lt_path), resnet18, epochs=1, weights=str(tmp_path/'r18.pth'))
     with pytest.raises(FileNotFoundError, match='no weights file'): run_bench('single', str(lt_path), resnet18, weights=str(tmp_path/'none.pth'))
+
+
+def test_pretrained_normalisation_is_the_architecture_s(lt_path):
+    "vision_learner(pretrained=True)'s Normalize, added once before any recipe derives loaders: a timm ViT's 0.5 stats, not ImageNet's"
+    import torch
+    from torchvision.models import resnet18
+    from fastai.vision.all import Normalize
+    from fastai_imbalance.bench import load_task, _add_arch_norm
+    for arch, mean in (('vit_small_patch16_224', .5), (resnet18, .485)):
+        _,_,dls = load_task('single', str(lt_path), bs=64)
+        _add_arch_norm(dls, arch); _add_arch_norm(dls, arch)
+        norms = [t for t in dls.after_batch.fs if isinstance(t, Normalize)]
+        assert len(norms) == 1 and float(norms[0].mean.flatten()[0]) == pytest.approx(mean), arch
+    with pytest.raises(ValueError, match="no pretrained configuration for 'not_a_model'"): _add_arch_norm(dls, 'not_a_model')
 
 
 def test_method_selection_errors(lt_path):
