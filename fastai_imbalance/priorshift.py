@@ -182,6 +182,14 @@ def _check_probs(P, multilabel):
         raise ValueError(f"probabilities must lie in [0, 1], found {P[(P < 0) | (P > 1)][:3].tolist()}")
     return P if P.dtype == torch.float64 else P.float()  # float32 unless given float64
 
+def _floored(y, floor):
+    "`max(floor, y / mu)`, with `mu` such that the priors sum to 1: the EM update with every class at least `floor` (its fixed points satisfy the floored maximum's KKT conditions; clamping, then renormalising, pushed a clamped class below the floor)"
+    u = y.sort(descending=True).values
+    j = torch.arange(1, len(u) + 1, dtype=y.dtype, device=y.device)
+    mu = u.cumsum(0) / (1 - (len(u) - j) * floor)  # the scale if the j largest are above the floor and the rest on it
+    rho = int((u > floor * mu).nonzero().max())
+    return (y / mu[rho]).clamp_min(floor)
+
 def _em_step(P, src, floor, multilabel, chunk=8192):
     "One EM step of Saerens et al., with the mean log-likelihood of `pi` and its Frank-Wolfe duality gap (a bound on how far that log-likelihood is below its maximum over priors of at least `floor`; per label for multilabel): single-label as two matrix-vector products (no `(n, k)` temporary), multilabel per label. The k-vectors stay float64; only the products run in `P`'s dtype"
     n = len(P)
@@ -195,40 +203,40 @@ def _em_step(P, src, floor, multilabel, chunk=8192):
                 ll += float(torch.log(d).double().sum())
             g = g / n / src  # the log-likelihood's gradient
             pg = pi * g  # sums to 1, up to P's rounding
-            new = pg.clamp_min(floor)
             gap = (1 - len(pi) * floor) * g.max() + floor * g.sum() - pg.sum()  # Frank-Wolfe gap over the priors with every class at least `floor`
-            return new / new.sum(),ll / n,float(gap)
-        r1,r0,acc,ll = (pi / src).to(P.dtype),((1 - pi) / (1 - src)).to(P.dtype),torch.zeros_like(pi),0.
+            return _floored(pg / pg.sum(), floor),ll / n,float(gap)
+        r1,r0,a1,a0,ll = (pi / src).to(P.dtype),((1 - pi) / (1 - src)).to(P.dtype),torch.zeros_like(pi),torch.zeros_like(pi),0.
         for i in range(0, n, chunk):  # posterior of each label under `pi`, averaged: independent binary EMs
             p = P[i:i + chunk]
             d = (p * r1 + (1 - p) * r0).clamp_min(1e-30)
-            acc += (p * r1 / d).sum(0).double()
+            a1 += (p * r1 / d).sum(0).double()
+            a0 += ((1 - p) * r0 / d).sum(0).double()  # summed on its own: near a prevalence of 1, 1 - mean(posterior) would be float32 rounding
             ll = ll + float(torch.log(d).double().sum())
-        new = (acc / n).clamp(0, 1)  # pi * g1, with (1 - pi) * g0 = 1 - new
-        G = new / pi - (1 - new) / (1 - pi)  # the derivative of each label's (concave) log-likelihood in its prevalence
+        m1,m0 = a1 / n,a0 / n  # pi * g1 and (1 - pi) * g0
+        G = m1 / pi - m0 / (1 - pi)  # the derivative of each label's (concave) log-likelihood in its prevalence
         gap = torch.where(G > 0, (1 - floor - pi) * G, (floor - pi) * G)  # Frank-Wolfe gap over [floor, 1 - floor]
-        return new.clamp(floor, 1 - floor),ll / n,float(gap.max())
+        return (m1 / (m1 + m0)).clamp(floor, 1 - floor),ll / n,float(gap.max())
     return step
 
 def em_priors(probs:torch.Tensor, # Calibrated posteriors on the unlabelled target data, `(n, k)` (sigmoids for multilabel)
               source, # Priors under which `probs` are calibrated (per-label prevalences for multilabel)
               tol:float=1e-5, # Stop when the mean log-likelihood is within this of its maximum (the duality gap, exact for float64 `probs`, up to float32 rounding otherwise; at least 1e-6 for float32)
-              max_iter:int=10000, # Cap on EM steps
-              floor:float=1e-8, # No prior falls below this
+              max_iter:int=10000, # Cap on EM steps (at least 1)
+              floor:float=1e-8, # No prior falls below this (the estimate is projected onto the priors that respect it)
               multilabel:bool=False, # Independent binary EM per label
              )->torch.Tensor:
     "Target priors by the EM algorithm of Saerens et al. (2002), accelerated with SQUAREM, stopped on a certificate of the log-likelihood's optimality"
     P = _check_probs(probs, multilabel)
     src = check_priors(source, P.shape[1], 'source priors', multilabel=multilabel).to(P.device, torch.float64)
     if not 0 <= floor < (.5 if multilabel else 1 / P.shape[1]): raise ValueError(f"floor={floor} must lie in [0, {'0.5' if multilabel else f'1/{P.shape[1]}'}): no {'prevalence' if multilabel else 'priors'} could respect it")
+    if isinstance(max_iter, bool) or int(max_iter) != max_iter or max_iter < 1: raise ValueError(f"max_iter={max_iter!r} must be a positive integer")
+    if not (isinstance(tol, (int, float)) and tol > 0): raise ValueError(f"tol={tol!r} must be a positive number")
     bad = (src == 0) | (src == 1) if multilabel else src == 0
     if bad.any(): raise ValueError(f"source prior of class {torch.nonzero(bad).flatten()[:5].tolist()} is {src[bad][0].item():g}: EM divides by it")
     step = _em_step(P, src, floor, multilabel)
     tol = max(tol, 8 * torch.finfo(P.dtype).eps)  # float32 sums certify no better than about 1e-6
     def fix(x):  # back into the feasible set after an extrapolation
-        if multilabel: return x.clamp(floor, 1 - floor)
-        x = x.clamp_min(floor)
-        return x / x.sum()
+        return x.clamp(floor, 1 - floor) if multilabel else _floored(x, floor)
     pi = fix(src.clone())
     p1,ll,gap = step(pi); it = 1
     while it < max_iter:  # SQUAREM (Varadhan & Roland 2008): two EM steps, then an extrapolation kept if the likelihood rose
@@ -241,8 +249,8 @@ def em_priors(probs:torch.Tensor, # Calibrated posteriors on the unlabelled targ
         px,llx,gapx = step(x); it += 2
         if llx >= ll: pi,p1,ll,gap = x,px,llx,gapx      # the EM step from x is the next cycle's first step: 2 passes a cycle
         else: (p1,ll,gap),pi,it = step(p2),p2,it + 1  # overshot: fall back to plain EM's progress
-    warnings.warn(f"EM did not converge in {max_iter} iterations (duality gap {gap:.1e} > tol {tol}); returning the last estimate")
-    return _as_priors(pi, multilabel, floor)
+    if gap >= tol: warnings.warn(f"EM did not converge in {max_iter} iterations (duality gap {gap:.1e} > tol {tol}); returning the last estimate")
+    return _as_priors(p1, multilabel, floor)  # an EM step beyond the last certified point: never a lower likelihood
 
 def _as_priors(p, multilabel=False, floor=0.):
     "float64 priors; per-label prevalences are clamped to [floor, 1-floor] in float64 (float32 rounds 1-1e-8 to 1, an infinite logit)"
@@ -384,8 +392,9 @@ def _estimate(vz, vy, tz, method, calibrate, learn, **kwargs):
     if method == 'bbse' and ml: raise ValueError("BBSE is single-label: use method='em' for multilabel data")
     cal = _fit_calibration(vz, vy, calibrate) if calibrate else None
     f = cal if cal is not None else noop_act
-    act = lambda z: torch.sigmoid(f(z).float()) if ml else f(z).float().softmax(1)
-    tp = act(tz)
+    act = lambda z: (lambda x: torch.sigmoid(x) if ml else x.softmax(1))(f(z) if z.dtype == torch.float64 else f(z).float())
+    tol = kwargs.get('tol', 1.)
+    tp = act(tz.double() if isinstance(tol, (int, float)) and tol < 8 * torch.finfo(torch.float32).eps else tz)  # a tol float32 cannot certify: float64 posteriors (twice the memory)
     if cal is None: src = trained_prior(learn).priors.double()  # uncalibrated: the prior the model trained under
     else:  # the calibrated validation posteriors' mean, a chunk at a time (25,000 x 5,000 float64 posteriors would be 1 GB)
         c = max(1, 2**21 // vz.shape[1])
