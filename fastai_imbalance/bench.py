@@ -328,7 +328,7 @@ def summarize(res:pd.DataFrame)->pd.DataFrame:
     out = pd.DataFrame({c: [fmt(m, s) for m,s in zip(g[c].mean(), g[c].std())] for c in cols}, index=g[cols[0]].mean().index)
     out['wall time'] = [f'{t:.0f} s' for t in g['wall_s'].mean()]
     n = g['seed'].nunique()
-    if n.nunique() > 1: out['seeds'] = n.values  # mean ± std are over each method's own seeds; Δ over those it shares with the baseline
+    if g['seed'].agg(frozenset).nunique() > 1: out['seeds'] = n.values  # not every method ran the same seeds: mean ± std are over each method's own; Δ over those it shares with the baseline
     base = res.attrs.get('baseline', 'cross-entropy')
     if res.seed.nunique() > 1 and base in set(res.method):
         p = paired_difference(res)
@@ -424,6 +424,8 @@ def _check_same_setup(a0:dict, a1:dict, first='the first', other='another'):
         if k == 'data_digest' and (k not in a0 or k not in a1):
             warnings.warn(f"{first if k not in a0 else other} predates the data fingerprint: only the data's name, classes and counts are checked"); continue
         v0,v1 = _plain_attr(a0.get(k)),_plain_attr(a1.get(k))
+        if k == 'pretrained' and isinstance(v0, str) and isinstance(v1, str) and (', sha256 ' in v0) != (', sha256 ' in v1) and v0.split(', sha256 ')[0] == v1.split(', sha256 ')[0]:
+            warnings.warn(f"one run predates the weights file's checksum: only its name ({v0.split(', sha256 ')[0]}) is checked"); continue
         if v0 != v1: raise ValueError(f"runs of different setups cannot be paired: {k} is {str(v0)[:80]} in {first} and {str(v1)[:80]} in {other}")
     s0,s1 = a0.get('settings', {}),a1.get('settings', {})
     for m in set(s0) & set(s1):
@@ -432,12 +434,16 @@ def _check_same_setup(a0:dict, a1:dict, first='the first', other='another'):
 def combine_results(*runs:pd.DataFrame)->pd.DataFrame:
     "Runs of one setup made by separate invocations (more seeds, a re-run method) as one: a later (method, seed) job replaces an earlier one"
     if not runs: raise ValueError("combine_results needs at least one run")
-    for i,r in enumerate(runs[1:], 1): _check_same_setup(runs[0].attrs, r.attrs, 'the first run', f'run {i + 1}')
+    ref = copy.deepcopy(dict(runs[0].attrs))  # what the runs so far agree on: each later run is checked against all of them
+    for i,r in enumerate(runs[1:], 1):
+        _check_same_setup(ref, r.attrs, 'the runs before', f'run {i + 1}')
+        if 'data_digest' not in ref and 'data_digest' in r.attrs: ref['data_digest'] = r.attrs['data_digest']  # an older run: the fingerprint is kept from now on
+        ref['settings'] = {**r.attrs.get('settings', {}), **ref.get('settings', {})}
     res = pd.concat(runs, ignore_index=True).drop_duplicates(['method', 'seed'], keep='last')
     if not len(res): raise ValueError("the runs hold no (method, seed) job")
     order = list(dict.fromkeys(m for r in runs for m in r.method))  # each method where it first appeared: the tables keep their order
     res = res.sort_values(['method', 'seed'], key=lambda c: c.map(order.index) if c.name == 'method' else c, kind='stable').reset_index(drop=True)
-    res.attrs = copy.deepcopy({k: _plain_attr(v) for k,v in runs[0].attrs.items()})  # nothing shared with the inputs
+    res.attrs = copy.deepcopy({k: _plain_attr(v) for k,v in ref.items()})  # nothing shared with the inputs
     settings = {}
     for r in runs: settings.update(r.attrs.get('settings', {}))
     seeds = sorted(int(s) for s in res.seed.unique())

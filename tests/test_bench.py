@@ -113,7 +113,7 @@ def test_combine_results_of_separate_invocations(lt_path, tmp_path):
     gap = combine_results(first, run_bench('single', str(lt_path), seeds=1, first_seed=3, **kw))
     assert 'seeds 0, 3' in bench_report(save_results(gap, tmp_path/'c'))
     other = run_bench('single', str(lt_path), seeds=1, arch=tiny_arch, epochs=2, bs=64, methods=['cross-entropy'])
-    with pytest.raises(ValueError, match='epochs is 1 in the first run and 2 in run 2'): combine_results(first, other)
+    with pytest.raises(ValueError, match='epochs is 1 in the runs before and 2 in run 2'): combine_results(first, other)
 
 
 def test_combine_refuses_what_cannot_be_paired_before_training(lt_path, tmp_path, monkeypatch):
@@ -151,6 +151,16 @@ def test_combine_refuses_what_cannot_be_paired_before_training(lt_path, tmp_path
     assert list(B.summarize(mixed)['seeds']) == [2, 1, 2]
     rep = bench_report(save_results(mixed, tmp_path/'m'))
     assert 'Not every method ran every seed' in rep and '| seeds |' in rep
+    # three runs: the third is checked against the second's fingerprint and settings too, even when the first predates them
+    old = first.copy(); old.attrs = {k: v for k, v in copy.deepcopy(first.attrs).items() if k != 'data_digest'}
+    b2 = first.copy(); b2['seed'] = 7; b2.attrs = copy.deepcopy(first.attrs)
+    c3 = first.copy(); c3['seed'] = 8; c3.attrs = {**copy.deepcopy(first.attrs), 'data_digest': '0' * 16}
+    with pytest.warns(UserWarning, match='predates the data fingerprint'), pytest.raises(ValueError, match='data_digest is'): combine_results(old, b2, c3)
+    with pytest.warns(UserWarning, match='predates the data fingerprint'): assert combine_results(old, b2).attrs['data_digest'] == first.attrs['data_digest']
+    # equal seed counts, different seed sets: still said
+    shifted = first.copy(); shifted.attrs = copy.deepcopy(first.attrs)
+    shifted.loc[shifted.method == 'LogitAdjustedLoss', 'seed'] = 4
+    assert 'seeds' in B.summarize(shifted)
     # NaN scores are written as standard JSON (null) and read back as NaN
     nan = first.copy(); nan.attrs = copy.deepcopy(first.attrs); nan.loc[0, 'macro_f1'] = np.nan
     o = save_results(nan, tmp_path/'nan')
