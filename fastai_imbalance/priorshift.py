@@ -392,7 +392,9 @@ def _estimate(vz, vy, tz, method, calibrate, learn, **kwargs):
     if method == 'bbse' and ml: raise ValueError("BBSE is single-label: use method='em' for multilabel data")
     cal = _fit_calibration(vz, vy, calibrate) if calibrate else None
     f = cal if cal is not None else noop_act
-    act = lambda z: (lambda x: torch.sigmoid(x) if ml else x.softmax(1))(f(z) if z.dtype == torch.float64 else f(z).float())
+    def act(z):  # posteriors in float64 for float64 logits, else float32
+        x = f(z) if z.dtype == torch.float64 else f(z).float()
+        return torch.sigmoid(x) if ml else x.softmax(1)
     tol = kwargs.get('tol', 1.)
     tp = act(tz.double() if isinstance(tol, (int, float)) and tol < 8 * torch.finfo(torch.float32).eps else tz)  # a tol float32 cannot certify: float64 posteriors (twice the memory)
     if cal is None: src = trained_prior(learn).priors.double()  # uncalibrated: the prior the model trained under
