@@ -10,7 +10,7 @@ __all__ = ['method_settings', 'tasks', 'primary_metric', 'baselines', 'task_defa
            'combine_results', 'bench_report', 'main']
 
 # %% ../nbs/08_bench.ipynb #b0000003
-import copy, hashlib, json, os, random, time, warnings
+import copy, hashlib, json, os, pickle, random, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import matplotlib; import matplotlib.pyplot as plt
@@ -198,11 +198,14 @@ def seed_job(seed:int, dls):
 def load_body(learn, arch, weights):
     "Load `weights`, a local file with the state dict of a whole `arch` model (as `torch.save(resnet18().state_dict(), f)` writes it), into `learn`'s body"
     if isinstance(arch, str): raise ValueError(f"weights= needs a torchvision-style architecture function, not the name {arch!r}")
-    sd = torch.load(weights, map_location='cpu', weights_only=True)
+    try: sd = torch.load(weights, map_location='cpu', weights_only=True)  # tensors only: a weights file runs no code
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{weights} holds Python objects beside its tensors (torch.load(weights_only=True) refused it: {str(e).splitlines()[0][:200]}); "
+                         f"if you trust the file, save its state dict alone: torch.save(torch.load(f, weights_only=False)['model'], 'body.pth')") from None
     for k in ('state_dict', 'model'):  # a training checkpoint ({'state_dict': ...} or {'model': ...}, with other entries beside it)
         if isinstance(sd, dict) and isinstance(sd.get(k), dict): sd = sd[k]; break
-    if isinstance(sd, dict) and sd and all(isinstance(k, str) and k.startswith('module.') for k in sd):  # saved from a DataParallel/DDP wrapper
-        sd = {k[len('module.'):]: v for k,v in sd.items()}
+    for pre in ('module.', 'model.'):  # saved from a DataParallel/DDP wrapper, or a Lightning module's `self.model`
+        if isinstance(sd, dict) and sd and all(isinstance(k, str) and k.startswith(pre) for k in sd): sd = {k[len(pre):]: v for k,v in sd.items()}
     try: m = arch(weights=None)
     except TypeError: m = arch(pretrained=False)
     try: m.load_state_dict(sd)
@@ -334,6 +337,7 @@ def summarize(res:pd.DataFrame)->pd.DataFrame:
         p = paired_difference(res)
         out[f"Δ {res.attrs.get('metric', 'balanced_accuracy')} [95% CI]"] = ['' if m == base else f'{d:+.3f} [{lo:+.3f}, {hi:+.3f}]'
                                                                              for m,d,lo,hi in zip(p.index, p['diff'], p.low, p.high)]
+        if 'seeds' in out: out['paired seeds'] = ['' if m == base else n for m,n in zip(p.index, p.n_seeds)]  # the seeds Δ is over
         out['verdict'] = p.verdict
     return out
 

@@ -148,7 +148,8 @@ def test_combine_refuses_what_cannot_be_paired_before_training(lt_path, tmp_path
     # a method re-run at more seeds than the others: the report counts each method's seeds and says so
     more = run_bench('single', str(lt_path), seeds=1, first_seed=1, arch=tiny_arch, epochs=1, bs=64, methods=['cross-entropy'])
     mixed = combine_results(first, more)
-    assert list(B.summarize(mixed)['seeds']) == [2, 1, 2]
+    sm = B.summarize(mixed)
+    assert list(sm['seeds']) == [2, 1, 2] and list(sm['paired seeds']) == ['', 1, 2]  # Δ over the seeds a method shares with cross-entropy
     rep = bench_report(save_results(mixed, tmp_path/'m'))
     assert 'Not every method ran every seed' in rep and '| seeds |' in rep
     # three runs: the third is checked against the second's fingerprint and settings too, even when the first predates them
@@ -225,6 +226,12 @@ def test_weights_file_and_fine_tune(lt_path, tmp_path):
     for i, wrapped in enumerate(({'state_dict': m.state_dict(), 'epoch': 3}, {'model': {'module.' + k: v for k, v in m.state_dict().items()}})):  # checkpoint layouts
         l2 = vision_learner(dls, resnet18, pretrained=False); torch.save(wrapped, tmp_path/f'w{i}.pth')
         load_body(l2, resnet18, tmp_path/f'w{i}.pth'); assert torch.equal(l2.model[0][0].weight, m.conv1.weight)
+    import argparse
+    ck = {'model': {'model.' + k: v for k, v in m.state_dict().items()}, 'args': argparse.Namespace(lr=0.1)}  # a reference-script checkpoint: refused, with the way out
+    torch.save(ck, tmp_path/'ns.pth')
+    with pytest.raises(ValueError, match=r"ns.pth holds Python objects beside its tensors.*save its state dict alone"): load_body(learn, resnet18, tmp_path/'ns.pth')
+    torch.save({'state_dict': ck['model'], 'epoch': 1}, tmp_path/'pl.pth')  # a Lightning module's self.model
+    l3 = vision_learner(dls, resnet18, pretrained=False); load_body(l3, resnet18, tmp_path/'pl.pth'); assert torch.equal(l3.model[0][0].weight, m.conv1.weight)
     torch.save({'fc.weight': torch.zeros(3)}, tmp_path/'bad.pth')
     with pytest.raises(ValueError, match="bad.pth does not hold resnet18's weights"): load_body(learn, resnet18, tmp_path/'bad.pth')
     import warnings

@@ -55,6 +55,32 @@ def test_em_default_tol_against_a_tight_run():
     assert (shift(loose) != shift(tight)).double().mean() < 1e-3
 
 
+def test_em_default_tol_follows_the_sampling_noise():
+    "Many classes, few items: the default stops at a thousandth of (k-1)/(2n) (at most 1e-4), far sooner, and the priors stay far inside their own error"
+    import fastai_imbalance.priorshift as PS
+    k, n = 2000, 4000
+    pi_s = np.exp(-np.arange(k) / 300.); pi_s /= pi_s.sum()
+    P, y = calibrated_posteriors(n, k, pi_s[::-1].copy(), pi_s, a=1.5)
+    P = P.float()
+    steps = []
+    orig = PS._em_step
+    def counted(*a, **kw):
+        s = orig(*a, **kw)
+        def step(pi): steps.append(1); return s(pi)
+        return step
+    PS._em_step = counted
+    try:
+        loose = em_priors(P, pi_s); n_loose = len(steps); steps.clear()
+        at_1e5 = em_priors(P, pi_s, tol=1e-5); n_1e5 = len(steps)
+    finally: PS._em_step = orig
+    tight = em_priors(P.double(), pi_s, tol=1e-9)
+    ll = lambda p: float(torch.log(P.double() @ (p / torch.as_tensor(pi_s))).mean())
+    true = torch.bincount(y, minlength=k).double() / n
+    assert 0 <= ll(tight) - ll(loose) < 1e-4 and n_loose < n_1e5, (ll(tight) - ll(loose), n_loose, n_1e5)
+    assert (loose - tight).abs().sum() < 0.01 * (tight - true).abs().sum()
+    with pytest.raises(ValueError, match='tol=0 must be a positive number'): em_priors(P, pi_s, tol=0)
+
+
 def test_em_float32_certificate_across_chunks():
     "float32 posteriors over several 8,192-row chunks: the float32 stop is within tol of the float64 maximum (its sums do not drift with n)"
     k = 20
