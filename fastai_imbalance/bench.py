@@ -200,14 +200,21 @@ def load_body(learn, arch, weights):
     if isinstance(arch, str): raise ValueError(f"weights= needs a torchvision-style architecture function, not the name {arch!r}")
     try: sd = torch.load(weights, map_location='cpu', weights_only=True)  # tensors only: a weights file runs no code
     except pickle.UnpicklingError as e:
-        raise ValueError(f"{weights} holds Python objects beside its tensors (torch.load(weights_only=True) refused it: {str(e).splitlines()[0][:200]}); "
-                         f"if you trust the file, save its state dict alone: torch.save(torch.load(f, weights_only=False)['model'], 'body.pth')") from None
+        why = next((l.strip() for l in str(e).splitlines() if 'Unsupported global' in l), None)
+        if why is None: raise ValueError(f"{weights} is not a torch weights file (torch.load refused it: {str(e).splitlines()[-1][:200]})") from None
+        raise ValueError(f"{weights} holds Python objects beside its tensors ({why}); if you trust the file, load it with "
+                         f"torch.load(f, weights_only=False) and save the model's state dict alone with torch.save") from None
+    except (EOFError, RuntimeError, KeyError, ValueError) as e:
+        raise ValueError(f"{weights} is not a torch weights file (torch.load: {type(e).__name__}: {str(e)[:200]})") from None
     for k in ('state_dict', 'model'):  # a training checkpoint ({'state_dict': ...} or {'model': ...}, with other entries beside it)
         if isinstance(sd, dict) and isinstance(sd.get(k), dict): sd = sd[k]; break
-    for pre in ('module.', 'model.'):  # saved from a DataParallel/DDP wrapper, or a Lightning module's `self.model`
-        if isinstance(sd, dict) and sd and all(isinstance(k, str) and k.startswith(pre) for k in sd): sd = {k[len(pre):]: v for k,v in sd.items()}
     try: m = arch(weights=None)
     except TypeError: m = arch(pretrained=False)
+    own = list(m.state_dict())
+    for pre in ('module.', 'model.'):  # saved from a DataParallel/DDP wrapper, or a Lightning module's `self.model`; not when the model's own keys start so
+        if isinstance(sd, dict) and sd and all(isinstance(k, str) and k.startswith(pre) for k in sd) and not all(k.startswith(pre) for k in own):
+            sd = {k[len(pre):]: v for k,v in sd.items()}
+    if not isinstance(sd, dict): raise ValueError(f"{weights} holds a {type(sd).__name__}, not a state dict of {getattr(arch, '__name__', arch)}'s weights")
     try: m.load_state_dict(sd)
     except RuntimeError as e: raise ValueError(f"{weights} does not hold {getattr(arch, '__name__', arch)}'s weights: {str(e)[:300]}") from None
     learn.model[0].load_state_dict(create_body(m, cut=model_meta.get(arch, _default_meta)['cut']).state_dict())

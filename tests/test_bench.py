@@ -229,9 +229,19 @@ def test_weights_file_and_fine_tune(lt_path, tmp_path):
     import argparse
     ck = {'model': {'model.' + k: v for k, v in m.state_dict().items()}, 'args': argparse.Namespace(lr=0.1)}  # a reference-script checkpoint: refused, with the way out
     torch.save(ck, tmp_path/'ns.pth')
-    with pytest.raises(ValueError, match=r"ns.pth holds Python objects beside its tensors.*save its state dict alone"): load_body(learn, resnet18, tmp_path/'ns.pth')
+    with pytest.raises(ValueError, match=r"ns.pth holds Python objects beside its tensors \(.*Unsupported global: GLOBAL argparse.Namespace.*save the model's state dict alone"): load_body(learn, resnet18, tmp_path/'ns.pth')
     torch.save({'state_dict': ck['model'], 'epoch': 1}, tmp_path/'pl.pth')  # a Lightning module's self.model
     l3 = vision_learner(dls, resnet18, pretrained=False); load_body(l3, resnet18, tmp_path/'pl.pth'); assert torch.equal(l3.model[0][0].weight, m.conv1.weight)
+    (tmp_path/'text.pth').write_text('not weights'); (tmp_path/'empty.pth').write_bytes(b'')
+    for f in ('text.pth', 'empty.pth'):
+        with pytest.raises(ValueError, match=f'{f} is not a torch weights file'): load_body(learn, resnet18, tmp_path/f)
+    from torch import nn
+    class Wrap(nn.Module):  # an architecture whose own keys all start with 'model.': nothing stripped
+        def __init__(self, pretrained=False): super().__init__(); self.model = nn.Sequential(nn.Conv2d(3, 4, 3)); self.pool = nn.AdaptiveAvgPool2d(1)
+        def forward(self, x): return self.pool(self.model(x))
+    w = Wrap(); torch.save(w.state_dict(), tmp_path/'wrap.pth')
+    lw = vision_learner(dls, Wrap, pretrained=False); load_body(lw, Wrap, tmp_path/'wrap.pth')
+    assert torch.equal(lw.model[0][0][0].weight, w.model[0].weight)
     torch.save({'fc.weight': torch.zeros(3)}, tmp_path/'bad.pth')
     with pytest.raises(ValueError, match="bad.pth does not hold resnet18's weights"): load_body(learn, resnet18, tmp_path/'bad.pth')
     import warnings
