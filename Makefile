@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PIP_INSTALL = pip install -q -c .ci/constraints.txt
 LATEST_FASTAI ?= fastai==2.8.12
 
-.PHONY: install install-latest sync nbtest pytest pytest-latest test docs docs-check chromium readme run-nbs demo clean bench-tables
+.PHONY: install install-latest sync nbtest pytest pytest-latest test docs docs-check chromium readme run-nbs demo clean bench-tables package-check
 
 $(VENV)/.installed: settings.ini setup.py .ci/constraints.txt
 	$(PY) -m venv $(VENV)
@@ -43,9 +43,9 @@ pytest-latest: install-latest
 	$(LATEST)/bin/python -m pytest tests -q
 
 # The README's test command: everything CI checks
-test: sync nbtest docs-check pytest pytest-latest
+test: sync nbtest docs-check pytest pytest-latest package-check
 
-# Docs pages without Quarto: nbdev's notebook processing, then nbconvert to HTML in _docs/
+# The docs site without Quarto: nbdev's notebook processing into _proc/, outputs cleaned, mkdocs-material (mkdocs.yml) into _docs/
 docs: install readme
 	$(BIN)/python .ci/build_docs.py
 
@@ -54,7 +54,7 @@ chromium:
 	@command -v /usr/bin/chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || { echo "could not install Debian's chromium package (needs root and the Debian mirror)"; exit 1; }
 
-# Every docs page opened in headless Chromium: fails on an error output or a missing plot; screenshots in _docs/screenshots/
+# The site read in headless Chromium: every sidebar page, the search, no error/stderr/absolute path/missing plot/wide table; screenshots in _docs/screenshots/
 docs-check: docs chromium
 	$(BIN)/python .ci/check_docs.py
 
@@ -72,8 +72,14 @@ run-nbs: install
 	PATH="$(BIN):$$PATH" jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=900 nbs/[0-9]*.ipynb nbs/index.ipynb
 	PATH="$(BIN):$$PATH" nbdev_clean
 
+# The main job on the embedded data: every technique side by side, one seed (a smoke test, not a ranking); table and charts in bench_out/
+# (torch's `torch.jit.script` deprecation, raised by importing fastai, is not this library's: silenced here)
 demo: install
-	$(BIN)/python bench/quickstart.py
+	PYTHONWARNINGS='ignore:`torch.jit.script` is deprecated:FutureWarning' $(BIN)/fastai-imbalance-bench --quick --out bench_out
+
+# sdist + wheel, twine check, the wheel installed into an empty venv: imports fastai_imbalance.all, runs fastai-imbalance-bench --help
+package-check: install
+	.ci/check_package.sh
 
 clean:
-	rm -rf $(VENV) $(LATEST) _proc _docs
+	rm -rf $(VENV) $(LATEST) _proc _docs dist

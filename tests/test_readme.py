@@ -24,3 +24,31 @@ def test_readme_bench_tables_are_the_saved_results():
         md = bench_report(f, link=f.relative_to(root).as_posix())
         assert md.strip() in text, f'README.md does not show the current report of {f.name}: run `make bench-tables`'
         assert (f/'balanced_accuracy.png').exists() or any(f.glob('*.png'))
+
+
+def test_readme_is_clean_markdown():
+    "No raw markup from notebook outputs (fastprogress' style block, pandas' scoped CSS and table HTML, html code fences): a code host shows them as text"
+    import re
+    text = (root/'README.md').read_text()
+    bad = re.findall(r'<(?:style|div|table|thead|tbody|tr|td|th|span|script)\b[^>]*>|```html', text)
+    assert not bad, f'raw HTML left in README.md: {sorted(set(bad))[:5]}'
+    assert re.search(r'^\| epoch \| train_loss \| valid_loss ', text, re.M), 'the fit table is not a Markdown table'
+    assert '](nbs/09_guide.ipynb)' in text and not re.search(r'\]\(\w+\.html', text), 'docs links must point at the notebooks on a code host'
+    top = text[:text.index('## What is in it')]
+    assert 'make demo' in top and 'make test' in top, 'the two commands come first'
+
+
+def test_build_readme_converts_markup():
+    "The converter on the outputs it meets: pandas' styled table keeps its index and ints, fastprogress' table in an html fence, a style block alone"
+    import importlib.util, pandas as pd
+    spec = importlib.util.spec_from_file_location('build_readme', root/'.ci'/'build_readme.py')
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    df = pd.DataFrame({'train': [100, 1], 'recall': [.98, .5]}, index=['a', 'b'])
+    got = m.out_md({'output_type': 'execute_result', 'data': {'text/html': '<div><style scoped>.x{}</style>' + df.to_html() + '</div>', 'text/plain': repr(df)}})
+    assert got.splitlines() == ['|  | train | recall |', '|---|---|---|', '| a | 100 | 0.98 |', '| b | 1 | 0.5 |'], got
+    fp = {'output_type': 'display_data', 'data': {'text/markdown': '```html\n<div><table class="fastprogress"><thead><tr><th>epoch</th><th>train_loss</th></tr></thead>'
+                                                                  '<tbody><tr><td>0</td><td>2.40</td></tr></tbody></table></div>\n```'}}
+    assert m.out_md(fp).splitlines() == ['| epoch | train_loss |', '|---|---|', '| 0 | 2.4 |'], m.out_md(fp)
+    assert m.out_md({'output_type': 'display_data', 'data': {'text/html': '<style>.a{}</style>', 'text/plain': 'x'}}) == ''
+    assert m.out_md({'output_type': 'stream', 'name': 'stderr', 'text': '/root/x.py:1: UserWarning: w'}) == ''
+    assert m.links('see [a](09_guide.html) and [b](08_bench.html#x) and [c](https://x.org/a.html)') == 'see [a](nbs/09_guide.ipynb) and [b](nbs/08_bench.ipynb#x) and [c](https://x.org/a.html)'
