@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 
 $(LATEST)/.installed: settings.ini setup.py .ci/constraints.txt
 	$(PY) -m venv $(LATEST)
-	$(LATEST)/bin/$(PIP_INSTALL) "$(LATEST_FASTAI)" pytest hypothesis imbalanced-learn -e .
+	$(LATEST)/bin/$(PIP_INSTALL) "$(LATEST_FASTAI)" pytest hypothesis imbalanced-learn beautifulsoup4 html5lib -e .
 	touch $@
 install-latest: $(LATEST)/.installed
 

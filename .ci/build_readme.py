@@ -2,39 +2,40 @@
 
 Markdown cells as they are, code cells fenced, `#| hide` cells left out, `#| echo: false` cells as their output only.
 Outputs become Markdown a code host shows as it is: Markdown outputs as they are, HTML tables (pandas', fastprogress'
-fit table) as Markdown tables read by pandas, `<style>` blocks and other markup dropped, text outputs fenced. Links to
+fit table) as Markdown tables of each cell's text (Beautiful Soup; no number reparsed), `<style>` blocks and other markup dropped, text outputs fenced. Links to
 the docs pages (`NAME.html`) point at the notebooks (`nbs/NAME.ipynb`), which a code host renders.
 `tests/test_readme.py` fails when README.md and the notebook drift apart, or when raw HTML markup is left.
 """
-import io, json, re
+import json, re
 from pathlib import Path
-import pandas as pd
+from bs4 import BeautifulSoup
 
 root = Path(__file__).resolve().parent.parent
 
 def hidden(src): return any(l.strip().replace(' ', '') in ('#|hide', '#|include:false') for l in src.splitlines())
 def echo_off(src): return any(l.strip().replace(' ', '') == '#|echo:false' for l in src.splitlines())  # output only (the bench tables)
 
-def md_table(df:pd.DataFrame, keep:bool=False)->str:
-    "A Markdown table of `df`, with its index as the first column when `keep`"
-    if isinstance(df.columns, pd.MultiIndex): df.columns = [' '.join(str(x) for x in c if not str(x).startswith('Unnamed')).strip() for c in df.columns]
-    cells = [([str(df.index.name or '')] if keep else []) + [str(c) for c in df.columns]]
-    cells += [([str(i)] if keep else []) + ['' if pd.isna(v) else str(v) for v in r] for i, r in zip(df.index, df.astype(object).values)]  # object: an int column stays int
+def md_table(rows:list)->str:
+    "A Markdown table of `rows` (lists of cell texts, the first the header)"
+    w = max(map(len, rows))
+    rows = [r + [''] * (w - len(r)) for r in rows]
     esc = lambda s: s.replace('|', '\\|').replace('\n', ' ')
-    return '\n'.join(['| ' + ' | '.join(map(esc, cells[0])) + ' |', '|' + '---|' * len(cells[0])] + ['| ' + ' | '.join(map(esc, r)) + ' |' for r in cells[1:]])
+    return '\n'.join(['| ' + ' | '.join(map(esc, rows[0])) + ' |', '|' + '---|' * w] + ['| ' + ' | '.join(map(esc, r)) + ' |' for r in rows[1:]])
 
 def html_md(html:str)->str:
-    "Tables of an HTML output as Markdown tables; everything else (style blocks, wrappers) dropped"
-    html = re.sub(r'<style.*?</style>', '', html, flags=re.S)
-    if '<table' not in html: return ''
-    tables = pd.read_html(io.StringIO(html), flavor='bs4', index_col=None)
+    "The tables of an HTML output as Markdown tables, each cell's text exactly as shown (no number reparsed); '' when it holds no table"
+    soup = BeautifulSoup(html, 'html5lib')
     out = []
-    for t in tables:
-        first = t.columns[0]
-        keep = str(first).startswith('Unnamed') or (isinstance(first, tuple) and all(str(x).startswith('Unnamed') or x == '' for x in first))
-        if keep: t = t.set_index(first); t.index.name = None  # pandas' index column: a header cell left empty
-        out.append(md_table(t, keep))
+    for t in soup.find_all('table'):
+        head = [[c.get_text(' ', strip=True) for c in tr.find_all(['th', 'td'])] for tr in (t.thead.find_all('tr') if t.thead else [])]
+        body = [[c.get_text(' ', strip=True) for c in tr.find_all(['th', 'td'])] for tr in (t.tbody or t).find_all('tr', recursive=False)]
+        if not head and body: head, body = body[:1], body[1:]
+        while len(head) > 1 and head[-1][0] and not any(head[-1][1:]): head[0][0] = head.pop()[0]  # pandas' index-name row
+        while len(head) > 1: head = [[' '.join(x for x in col if x) for col in zip(*head)]]  # column levels, joined
+        out.append(md_table(head + body))
     return '\n\n'.join(out)
+
+DIRECTIVE = re.compile(r'^#\|.*\n?', re.M)
 
 def out_md(o):
     d = o.get('data', {})
@@ -48,7 +49,7 @@ def out_md(o):
     if 'text/html' in d:
         t = html_md(''.join(d['text/html']))
         if t: return t
-    if 'text/plain' in d and 'text/html' not in d: return '```\n' + ''.join(d['text/plain']).rstrip() + '\n```'
+    if 'text/plain' in d and not ''.join(d['text/plain']).startswith('<IPython'): return '```\n' + ''.join(d['text/plain']).rstrip() + '\n```'
     return ''
 
 def links(md:str)->str:
@@ -61,7 +62,7 @@ def readme(nb_path=root/'nbs'/'index.ipynb'):
         src = ''.join(c['source'])
         if c['cell_type'] == 'markdown': parts.append(links(src))
         elif not hidden(src):
-            if not echo_off(src): parts.append('```python\n' + src + '\n```')
+            if not echo_off(src): parts.append('```python\n' + DIRECTIVE.sub('', src).strip('\n') + '\n```')
             parts += [m for m in map(out_md, c.get('outputs', [])) if m]
     return '\n\n'.join(parts) + '\n'
 

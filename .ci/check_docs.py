@@ -23,7 +23,7 @@ SHOTS = {'index': 'home', '10_tutorial_many_classes': 'tutorial', '03_finetune':
 ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
         '--disable-sync', '--no-first-run', '--disable-quic']
 PLOT_CALL = re.compile(r'^(?!\s*(def |#|@)).*(\bplot_\w+\(|\.plot\w*\(|show_images\(|show_batch\(|plt\.(subplots|figure)\()', re.M)
-ABS_PATH = re.compile(r'(?<![\w.])/(?:home|root|tmp|work|Users|opt|usr)/[\w.\-]+/|site-packages/')
+ABS_PATH = re.compile(r'(?<![\w.])/(?:home|root|tmp|work|Users|mnt|private|var/folders)/[\w.\-]+|(?<![\w.])/[\w.\-/]+/site-packages/|[A-Z]:\\Users\\')  # a machine's folders, not /usr/bin/chromium in prose
 PAGE_JS = """() => {
   const body = document.querySelector('article') || document.body;
   const outs = [...body.querySelectorAll('.jp-OutputArea-output')];

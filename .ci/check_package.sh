@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 BIN=.venv/bin
-rm -rf dist
+rm -rf dist  # this script's output: the release files it checks
 $BIN/python -m build --outdir dist . > /tmp/fastai_imbalance_build.log 2>&1 || { tail -30 /tmp/fastai_imbalance_build.log; exit 1; }
 ls dist
 $BIN/python -m twine check --strict dist/*
@@ -22,9 +22,12 @@ PY
 env_dir=$(mktemp -d)/venv
 $PY -m venv "$env_dir"
 "$env_dir/bin/pip" install -q -c .ci/constraints.txt dist/*.whl 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+repo=$PWD
 cd "$(dirname "$env_dir")"   # away from the checkout: the import must come from the installed wheel
 "$env_dir/bin/python" -W ignore -c "import fastai_imbalance, fastai_imbalance.all as a; assert fastai_imbalance.__file__.startswith('$env_dir'), fastai_imbalance.__file__; print('imported fastai_imbalance', fastai_imbalance.__version__, 'from the wheel:', len(a.__dict__), 'names in fastai_imbalance.all')"
 PYTHONWARNINGS=ignore "$env_dir/bin/fastai-imbalance-bench" --help | head -3
+# a command that imports the whole training stack (fastai.vision, timm, scikit-learn) and reads saved results: the report of a saved run
+PYTHONWARNINGS=ignore "$env_dir/bin/fastai-imbalance-bench" --report "$repo/bench/results/single" | head -3
 extra=$("$env_dir/bin/pip" list --format=freeze | grep -iE '^(nbdev|pytest|playwright|mkdocs|jupyter)==' || true)
 [[ -z "$extra" ]] || { echo "dev packages in the runtime environment: $extra"; exit 1; }
 rm -rf "$(dirname "$env_dir")"

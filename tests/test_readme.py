@@ -45,10 +45,13 @@ def test_build_readme_converts_markup():
     m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
     df = pd.DataFrame({'train': [100, 1], 'recall': [.98, .5]}, index=['a', 'b'])
     got = m.out_md({'output_type': 'execute_result', 'data': {'text/html': '<div><style scoped>.x{}</style>' + df.to_html() + '</div>', 'text/plain': repr(df)}})
-    assert got.splitlines() == ['|  | train | recall |', '|---|---|---|', '| a | 100 | 0.98 |', '| b | 1 | 0.5 |'], got
+    assert got.splitlines() == ['|  | train | recall |', '|---|---|---|', '| a | 100 | 0.98 |', '| b | 1 | 0.50 |']  # as pandas shows them, got
     fp = {'output_type': 'display_data', 'data': {'text/markdown': '```html\n<div><table class="fastprogress"><thead><tr><th>epoch</th><th>train_loss</th></tr></thead>'
                                                                   '<tbody><tr><td>0</td><td>2.40</td></tr></tbody></table></div>\n```'}}
-    assert m.out_md(fp).splitlines() == ['| epoch | train_loss |', '|---|---|', '| 0 | 2.4 |'], m.out_md(fp)
-    assert m.out_md({'output_type': 'display_data', 'data': {'text/html': '<style>.a{}</style>', 'text/plain': 'x'}}) == ''
+    assert m.out_md(fp).splitlines() == ['| epoch | train_loss |', '|---|---|', '| 0 | 2.40 |'], m.out_md(fp)  # the text as shown, not reparsed
+    named = pd.DataFrame({'n': [1000, 2]}, index=pd.Index(['x|y', 'z'], name='class'))
+    assert m.out_md({'output_type': 'execute_result', 'data': {'text/html': named.to_html(), 'text/plain': ''}}).splitlines() == ['| class | n |', '|---|---|', '| x\\|y | 1000 |', '| z | 2 |']
+    assert m.out_md({'output_type': 'display_data', 'data': {'text/html': '<div><p>no table</p></div>', 'text/plain': 'the plain text'}}) == '```\nthe plain text\n```'  # no table: the text form
+    assert m.out_md({'output_type': 'display_data', 'data': {'text/html': '<style>.a{}</style>', 'text/plain': '<IPython.core.display.HTML object>'}}) == ''  # fastprogress' style block
     assert m.out_md({'output_type': 'stream', 'name': 'stderr', 'text': '/root/x.py:1: UserWarning: w'}) == ''
     assert m.links('see [a](09_guide.html) and [b](08_bench.html#x) and [c](https://x.org/a.html)') == 'see [a](nbs/09_guide.ipynb) and [b](nbs/08_bench.ipynb#x) and [c](https://x.org/a.html)'
