@@ -18,7 +18,7 @@
    they become links between these pages (`00_core.html#class_counts`), so they work offline and from a file.
 3. mkdocs-material renders them with mkdocs-jupyter into `_docs/` (`mkdocs.yml`: the sidebar, offline search).
 """
-import json, re, shutil, subprocess, sys
+import json, os, re, shutil, subprocess, sys
 import yaml
 from pathlib import Path
 import nbdev.quarto
@@ -105,7 +105,8 @@ def main():
     print(f'{len(nbs)} notebooks processed; {dropped} third-party warning output(s) dropped')
     out = root/'_docs'
     shutil.rmtree(out, ignore_errors=True)
-    subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--strict', '-f', str(root/'mkdocs.yml')], check=True)
+    env = {**os.environ, 'NO_MKDOCS_2_WARNING': '1'}  # mkdocs-material's banner about its successor, printed on every build
+    subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--strict', '-f', str(root/'mkdocs.yml')], check=True, env=env)
     print(f"{len(list(out.glob('*.html')))} pages in {out}")
 
 if __name__ == '__main__': main()

@@ -488,7 +488,7 @@ def bench_report(folder, link=None)->str:
             f"{'pretrained body (' + str(a['pretrained']) + ')' if a['pretrained'] else 'from scratch'}, {a['epochs']} epochs, batch {a['bs']}, lr {a['lr']:g}, "
             f"{len(c)} classes with {min(c)} to {max(c)} training images, {a['n_valid']} validation items; seeds {_seed_range(res)}.")
     if res.seed.nunique() < 2: head += "\n\n**One seed: a smoke test.** The rows are in recipe order, not ranked, and no difference at one seed is evidence."
-    else: head += (f" Δ is the mean over seeds of the method's {a['metric']} minus {a['baseline']!r}'s at the same seed, with its 95% paired-t interval; "
+    else: head += (f" Δ is the mean over seeds of the method's {a['metric']} minus that of {a['baseline']!r} at the same seed, with its 95% paired-t interval; "
                    "'not distinguishable': the interval contains 0.")
     if 'seeds' in s.columns: head += (" Not every method ran every seed: the seeds column counts each method's; its mean ± std are over those, "
                                       f"its Δ over those it shares with {a['baseline']!r}.")
