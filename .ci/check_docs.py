@@ -65,9 +65,8 @@ def serve(folder):
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return f'http://127.0.0.1:{srv.server_address[1]}/', srv
 
-def check_page(page, url, stem, proc=PROC):
-    "What is wrong with one page, as a list of sentences"
-    page.goto(url, wait_until='load')
+def check_page(page, stem, proc=PROC):
+    "What is wrong with the page `page` has open, as a list of sentences"
     r = page.evaluate(PAGE_JS)
     want, nb_errs, unplotted = notebook_facts(proc/f'{stem}.ipynb') if (proc/f'{stem}.ipynb').exists() else (0, 0, [])
     bad = []
@@ -131,7 +130,7 @@ def main(docs=DOCS, proc=PROC, shots=SHOTS):
             errors.clear()
             resp = page.goto(base + f'{s}.html', wait_until='load')
             if resp is None or resp.status != 200: failures.append(f'{s}.html: sidebar link does not open ({resp and resp.status})'); continue
-            bad, r = check_page(page, base + f'{s}.html', s, proc); seen[s] = r
+            bad, r = check_page(page, s, proc); seen[s] = r
             if errors: bad.append(f"script errors: {errors[:2]}")
             print(f"{s + '.html':40s} {r['images']:2d} plots  {'OK' if not bad else 'FAIL: ' + '; '.join(bad)}")
             if bad: failures.append(f'{s}.html')

@@ -206,15 +206,15 @@ def load_body(learn, arch, weights):
                          f"torch.load(f, weights_only=False) and save the model's state dict alone with torch.save") from None
     except (EOFError, RuntimeError, KeyError, ValueError) as e:
         raise ValueError(f"{weights} is not a torch weights file (torch.load: {type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(sd, dict): raise ValueError(f"{weights} holds a {type(sd).__name__}, not a state dict of {getattr(arch, '__name__', arch)}'s weights")
     for k in ('state_dict', 'model'):  # a training checkpoint ({'state_dict': ...} or {'model': ...}, with other entries beside it)
-        if isinstance(sd, dict) and isinstance(sd.get(k), dict): sd = sd[k]; break
+        if isinstance(sd.get(k), dict): sd = sd[k]; break
     try: m = arch(weights=None)
     except TypeError: m = arch(pretrained=False)
     own = list(m.state_dict())
     for pre in ('module.', 'model.'):  # saved from a DataParallel/DDP wrapper, or a Lightning module's `self.model`; not when the model's own keys start so
-        if isinstance(sd, dict) and sd and all(isinstance(k, str) and k.startswith(pre) for k in sd) and not all(k.startswith(pre) for k in own):
+        if sd and all(isinstance(k, str) and k.startswith(pre) for k in sd) and not all(k.startswith(pre) for k in own):
             sd = {k[len(pre):]: v for k,v in sd.items()}
-    if not isinstance(sd, dict): raise ValueError(f"{weights} holds a {type(sd).__name__}, not a state dict of {getattr(arch, '__name__', arch)}'s weights")
     try: m.load_state_dict(sd)
     except RuntimeError as e: raise ValueError(f"{weights} does not hold {getattr(arch, '__name__', arch)}'s weights: {str(e)[:300]}") from None
     learn.model[0].load_state_dict(create_body(m, cut=model_meta.get(arch, _default_meta)['cut']).state_dict())
