@@ -16,6 +16,7 @@ from fastcore.basics import ifnone
 from fastai.data.core import Datasets, TfmdLists, DataLoaders, TfmdDL
 from fastai.data.block import DataBlock
 from fastai.data.transforms import Categorize, MultiCategorize, EncodedMultiCategorize, ColReader, parent_label
+from fastai.tabular.core import Tabular
 from fastcore.foundation import L
 from pathlib import Path
 from fasttransform import Transform
@@ -134,6 +135,47 @@ def _tl_labels(tl):
     if isinstance(cat, MultiCategorize): return _multi_lookup(vocab, raw, add_na), vocab
     return _lookup(vocab, raw, add_na), vocab
 
+# %% ../nbs/00_core.ipynb #c0tab001
+def _tab_labels(to, target=0):
+    "Labels of every row of a fastai `Tabular` (`TabularPandas`), from its target column as its `Categorize` proc encoded it"
+    ys = list(to.y_names)
+    if not ys: raise ValueError("this TabularPandas has no target (y_names is empty): there are no classes to count")
+    cat = next((p for p in to.procs.fs if isinstance(p, Categorize)), None)
+    if cat is None:
+        raise TypeError(f"class counts need a categorical target, but the target {ys} of this TabularPandas is not categorised "
+                        f"(fastai makes a numeric y a regression target): pass y_block=CategoryBlock() to TabularPandas or TabularDataLoaders.from_df")
+    if cat.vocab is None: raise ValueError("the target's Categorize has no vocab yet: set up the TabularPandas before counting")
+    missing = [c for c in ys if c not in to.items.columns]
+    if missing: raise ValueError(f"this TabularPandas has no target column {missing} (a test set without labels): there are no classes to count")
+    vocab = list(cat.vocab)
+    if isinstance(cat, EncodedMultiCategorize): return _onehot_matrix(to.items[ys].to_numpy(), len(vocab)), vocab
+    if isinstance(cat, MultiCategorize): raise TypeError("a tabular MultiCategorize target is not supported: one 0/1 column per label (EncodedMultiCategorize) is")
+    if not 0 <= target < len(ys): raise ValueError(f"target={target}, but this TabularPandas has {len(ys)} target column(s): {ys}")
+    col = to.items[ys[target]]
+    if col.dtype.kind not in 'iu': return _lookup(vocab, col.tolist(), getattr(cat, 'add_na', False)), vocab  # not encoded yet: the raw labels
+    codes = col.to_numpy().astype(np.int64)
+    if len(codes) and (codes.min() < 0 or codes.max() >= len(vocab)):
+        raise ValueError(f"target column {ys[target]!r} holds codes outside the vocab of {len(vocab)} classes: {np.unique(codes[(codes < 0) | (codes >= len(vocab))])[:10].tolist()}")
+    return codes, vocab
+
+def _tab_subset(to, split):
+    "Split `split` of a `Tabular` (its `subset`: rows before and after its split point); `None`: every row"
+    if split is None or split == 'all': return to
+    i = _split_idx(split)
+    if i not in (0, 1): raise ValueError(f"split={split!r}, but a TabularPandas has 2 splits (train and valid)")
+    return to.subset(i)
+
+def _tuple_labels(items, vocab=None):
+    "Labels of a dataset whose items are `(x, ..., y)` tuples: the last element of each"
+    ys = [o[-1] for o in items]
+    if all(isinstance(y, torch.Tensor) for y in ys): ys = torch.stack([y.reshape(-1)[0] if y.numel() == 1 else y for y in ys])
+    return _plain_labels(ys, vocab)
+
+def _is_xy_tuples(o):
+    "A list of `(x, y)` items (a dataset), not of per-item label lists: each a tuple whose first element is an array input"
+    return (isinstance(o, (list, L)) and len(o) > 0 and isinstance(o[0], tuple) and len(o[0]) >= 2
+            and isinstance(o[0][0], (torch.Tensor, np.ndarray)) and np.ndim(o[0][0]) >= 1)
+
 # %% ../nbs/00_core.ipynb #c0a306b9
 _split_names = {'train': 0, 'valid': 1}
 
@@ -207,10 +249,15 @@ def item_labels(o, # `DataLoaders`, `TfmdDL`, `Datasets`, `TfmdLists`, `DataBloc
         return item_labels(o[_split_idx(split)], split=None, target=target)
     if isinstance(o, TfmdDL) or (hasattr(o, 'dataset') and not hasattr(o, 'tls') and not hasattr(o, 'tfms')):
         return item_labels(o.dataset, split=None, vocab=vocab, target=target)
+    if isinstance(o, Tabular): return _tab_labels(_tab_subset(o, split), target)
     if isinstance(o, Datasets): return _tl_labels(_target_tl(_subset(o, split), target))
     if isinstance(o, TfmdLists): return _tl_labels(_subset(o, split))
     if hasattr(o, 'targets') and hasattr(o, '__getitem__') and not isinstance(o, (np.ndarray, torch.Tensor, list, tuple, pd.Series)):
         return _plain_labels(o.targets, ifnone(vocab, getattr(o, 'classes', None)))
+    if isinstance(o, torch.utils.data.TensorDataset):
+        if len(o.tensors) < 2: raise TypeError(f"this TensorDataset holds {len(o.tensors)} tensor(s), so no labels: it needs (inputs, ..., labels)")
+        return _plain_labels(o.tensors[-1].reshape(len(o.tensors[-1]), -1).squeeze(1) if o.tensors[-1].ndim == 2 and o.tensors[-1].shape[1] == 1 else o.tensors[-1], vocab)
+    if _is_xy_tuples(o): return _tuple_labels(o, vocab)
     if isinstance(o, torch.utils.data.Dataset):
         raise TypeError(f"cannot read labels from a {type(o).__name__}: it has no `targets` attribute and no fastai label pipeline; pass its labels")
     if isinstance(o, (str, bytes)) or not hasattr(o, '__len__'):

@@ -17,7 +17,7 @@ from fastai.learner import Learner, ValueMetric
 from fastai.optimizer import OptimWrapper
 from fastai.losses import CrossEntropyLossFlat
 from .core import class_weights
-from .data import ResampledDL
+from .data import ResampledDL, resampled_type
 from .training import _Restores, _set_train, _unwrap, training_prior
 
 # %% ../nbs/03_finetune.ipynb #2b5da8fb
@@ -34,16 +34,21 @@ def last_linear(module:nn.Module)->nn.Module:
     if not layers: raise ValueError(f"no nn.Linear layer in {type(module).__name__}: cannot find the classifier that train='classifier' or reinit=True needs")
     return layers[-1]
 
+def _final_block(model:nn.Module)->nn.Module:
+    "The classifier of a model with no head/body split: `TabularModel`'s last `LinBnDrop` (`model.layers[-1]`), else the last linear layer"
+    layers = getattr(model, 'layers', None)
+    if isinstance(layers, nn.Sequential) and len(layers) and any(isinstance(m, nn.Linear) for m in layers[-1].modules()): return layers[-1]
+    return last_linear(model)
+
 def _head_params(learn, head):
     "Parameters of the head: `head` if given (a module or a function of the model), else the last parameter group"
     if head is not None:
         m = head(_bare(learn.model)) if callable(head) and not isinstance(head, nn.Module) else head
         return list(m.parameters()), m
     groups = _param_groups(learn)
-    if len(groups) < 2:
-        raise ValueError("BalancedFinetune(train='head') needs to know the classifier, but this learner's splitter gives a single "
-                         "parameter group. Build the learner with vision_learner (its splitter separates body and head), pass a "
-                         "splitter, or pass head=<the classifier module>, e.g. BalancedFinetune(head=lambda m: m[-1])")
+    if len(groups) < 2:  # one parameter group (tabular_learner, a plain Learner): the model's final block
+        m = _final_block(_bare(learn.model))
+        return list(m.parameters()), m
     ids = {id(p) for p in groups[-1]}
     mods = [m for m in learn.model.modules() if any(id(p) in ids for p in m.parameters(recurse=False))]
     return groups[-1], nn.ModuleList(mods)
@@ -122,7 +127,7 @@ def _check_head(self:BalancedFinetune):
         lin = last_linear(mod) if self.reinit or self.train_what == 'classifier' else None
         self._head,self._head_mod = (list(lin.parameters()) if self.train_what == 'classifier' else params),mod
     if self.mode == 'crt':  # build the stage's loader now: impossible balancing raises here
-        self._stage_dl = self._saved['base'].new(cls=ResampledDL, strategy=self.strategy, shuffle=True, **self.resample_kwargs)
+        self._stage_dl = self._saved['base'].new(cls=resampled_type(self._saved['base']), strategy=self.strategy, shuffle=True, **self.resample_kwargs)
     else: self._stage_dl = None
     if self.mode == 'drw' and self.loss_func is None:
         self._stage_loss = CrossEntropyLossFlat(weight=class_weights(self._saved['base'], method='effective', beta=self.beta).to(self.dls.device or 'cpu'))
@@ -281,7 +286,7 @@ class ProgressiveBalancing(_Restores):
         self.active = self._new_fit()
         if not self.active: return
         self._orig,base = self.dls.train,_unwrap(self.dls.train)
-        self._dl = base if isinstance(base, ResampledDL) else base.new(cls=ResampledDL, strategy=self.start, **self.kwargs)
+        self._dl = base if isinstance(base, ResampledDL) else base.new(cls=resampled_type(base), strategy=self.start, **self.kwargs)
         if self._dl.mode != 'alpha': raise ValueError(f"ProgressiveBalancing needs an α strategy, the training loader uses {self._dl.mode!r}")
         self._alpha0 = self._dl.alpha
         self._alpha(0.)  # a bad schedule fails now

@@ -14,7 +14,7 @@ from fastcore.basics import store_attr, ifnone, patch
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 from .core import local_inference, at_inference, _check_nonneg, _plain
-from .training import TrainedPrior, training_prior, _unwrap
+from .training import TrainedPrior, training_prior, output_kind, _unwrap
 
 # %% ../nbs/04_priorshift.ipynb #4d9c69f2
 def check_priors(p, # Priors: a sequence, array or tensor of non-negative numbers
@@ -359,8 +359,10 @@ def _setup(self:PriorShift):
 @patch
 def _source_priors(self:PriorShift):
     "Source priors and whether multilabel: given, or the prior the model was trained under"
-    if self.source is not None:
-        ml = ifnone(self._ml_arg, trained_prior(self.learn).kind == 'sigmoid' if self.learn is not None else False)
+    if self.source is not None:  # given: nothing recorded is needed, only whether the outputs are sigmoids
+        tp = getattr(self.learn, 'trained_prior', None)
+        kind = tp.kind if tp is not None else output_kind(self.learn.loss_func) if self.learn is not None else None
+        ml = ifnone(self._ml_arg, kind == 'sigmoid')
         return check_priors(self.source, None, 'source priors', self.normalize, ml),ml
     tp = trained_prior(self.learn)
     ml = ifnone(self._ml_arg, tp.kind == 'sigmoid')

@@ -160,8 +160,9 @@ def test_bad_settings_at_fit_start(dls):
     with pytest.warns(UserWarning, match=re.escape('BalancedFinetune(epochs=3) in a fit of 3 epochs: the balanced stage takes the last 2')):
         quiet_fit(learn, 3, cbs=BalancedFinetune(epochs=3))
     assert [v[-1] for v in learn.recorder.values] == [0, 1, 1]
-    plain = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)), loss_func=CrossEntropyLossFlat())
-    with pytest.raises(ValueError, match='gives a single parameter group'): quiet_fit(plain, 2, cbs=BalancedFinetune(epochs=1))
+    bare = Learner(dls, nn.Sequential(nn.Conv2d(3, 10, 32), nn.Flatten()), loss_func=CrossEntropyLossFlat())
+    with pytest.raises(ValueError, match='no nn.Linear layer'): quiet_fit(bare, 2, cbs=BalancedFinetune(epochs=1))
+    assert bare.train_iter == 0  # refused at before_fit, before any step
     with pytest.raises(ValueError, match=re.escape("unknown strategy 'equal'")): quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1, strategy='equal'))
     assert learn.dls.train is dls.train  # nothing trained, nothing changed
 

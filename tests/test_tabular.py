@@ -1,0 +1,269 @@
+"Every Learner, not only vision: tabular (`TabularDataLoaders` + `tabular_learner`) and plain-tensor (`Learner(dls, model)`) data, end to end."
+import re, warnings
+import numpy as np, pandas as pd, pytest, torch
+from torch import nn
+from torch.utils.data import TensorDataset
+from fastai.tabular.all import (TabularDataLoaders, TabularPandas, tabular_learner, Categorify, FillMissing, Normalize, CategoryBlock,
+                                TabDataLoader, RandomSplitter, Callback, CrossEntropyLossFlat, SaveModelCallback, load_learner, set_seed)
+from fastai.data.core import DataLoaders
+from fastai.learner import Learner
+from fastai_imbalance.core import class_counts, class_weights, item_labels
+from fastai_imbalance.data import ResampledDL, ResampledTabDataLoader, resampled_type
+from fastai_imbalance.finetune import BalancedFinetune, ProgressiveBalancing
+from fastai_imbalance.priorshift import PriorShift, trained_prior, prior_shift_logits
+from fastai_imbalance.training import prior_file
+
+
+def quiet_fit(learn, n, **kw):
+    with learn.no_bar(), learn.no_logging(): learn.fit(n, **kw)
+
+
+def frame(n=3000, pos=0.03, classes=('neg', 'pos'), seed=0):
+    "An imbalanced table: two continuous columns, one categorical, and a target whose rare classes depend on them"
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({'a': rng.normal(size=n), 'b': rng.normal(size=n), 'k': rng.choice(['u', 'v', 'w'], n)})
+    score = df.a + 0.5 * (df.k == 'u') + rng.normal(scale=0.5, size=n)
+    qs = np.quantile(score, np.cumsum([pos] * (len(classes) - 1))[::-1] * -1 + 1)  # the top `pos` share is the rarest class, and so on
+    y = np.zeros(n, np.int64)
+    for i,q in enumerate(qs): y[score >= q] = i + 1
+    df['y'] = np.asarray(classes)[y]
+    return df
+
+
+def tab_dls(df, bs=64, **kw):
+    return TabularDataLoaders.from_df(df, procs=[Categorify, FillMissing, Normalize], cat_names=['k'], cont_names=['a', 'b'], y_names='y',
+                                      bs=bs, valid_idx=list(range(int(len(df) * 0.8), len(df))), **kw)
+
+
+@pytest.fixture(scope='module')
+def df(): return frame()
+
+@pytest.fixture
+def dls(df): return tab_dls(df)
+
+
+# --- counts read from the TabularPandas target, not the frame's columns ---
+
+def test_counts_are_the_target_column(df, dls):
+    n = int(len(df) * 0.8)
+    for split,rows in (('train', df.y.iloc[:n]), ('valid', df.y.iloc[n:])):
+        c = class_counts(dls, split=split)
+        assert list(c.index) == list(dls.vocab)
+        assert c.to_dict() == rows.value_counts().reindex(list(dls.vocab), fill_value=0).to_dict()
+    assert class_counts(dls.train_ds).to_dict() == class_counts(dls).to_dict()
+    assert class_counts(dls.train).attrs['n_items'] == n
+    w = class_weights(dls)
+    c = class_counts(dls).values
+    assert torch.allclose(w, torch.tensor(c.sum() / (len(c) * c), dtype=torch.float32))
+
+
+def test_three_classes_three_columns_are_not_confused(df):
+    "Equal numbers of columns and classes once hid the bug: the counts must be the target's"
+    d3 = frame(classes=('a0', 'a1', 'a2'), pos=0.05)
+    dls = tab_dls(d3)
+    c = class_counts(dls)
+    assert c.to_dict() == d3.y.iloc[:len(d3) * 4 // 5].value_counts().reindex(list(dls.vocab)).to_dict()
+    assert c.min() < 0.1 * c.max()
+
+
+def test_counts_of_a_tabular_pandas_by_split(df):
+    to = TabularPandas(df, procs=[Categorify, Normalize], cat_names=['k'], cont_names=['a', 'b'], y_names='y', y_block=CategoryBlock(),
+                       splits=RandomSplitter(seed=0)(range(len(df))))
+    y = to.train.items['y']
+    assert class_counts(to, split='train').to_dict() == {v: int((y == i).sum()) for i,v in enumerate(to.vocab)}
+    assert class_counts(to, split=None).sum() == len(df)
+    with pytest.raises(ValueError, match="has 2 splits"): class_counts(to, split=2)
+
+
+def test_a_regression_target_is_refused_with_advice():
+    d = frame(); d['y'] = (d.y == 'pos').astype(int)  # a numeric y: fastai makes it a regression target
+    dls = tab_dls(d)
+    with pytest.raises(TypeError, match=re.escape("pass y_block=CategoryBlock()")): class_counts(dls)
+
+
+# --- resampling keeps the loader's kind ---
+
+def test_resampled_keeps_the_tabular_loader(dls):
+    r = dls.resampled('balanced')
+    assert isinstance(r.train, TabDataLoader) and isinstance(r.train, ResampledDL) and type(r.train) is ResampledTabDataLoader
+    assert resampled_type(dls.train) is ResampledTabDataLoader and resampled_type(r.train) is ResampledTabDataLoader
+    ys = torch.cat([b[2].view(-1) for b in r.train])
+    assert len(ys) == r.train.n_draws - r.train.n_draws % r.train.bs
+    frac = ys.float().mean().item()
+    assert 0.4 < frac < 0.6, frac  # balanced: about half positives (3% in the data)
+    assert r.valid is dls.valid
+    v = torch.cat([b[2].view(-1) for b in r.train.new(shuffle=False, drop_last=False)])  # not training: every row once, in order
+    assert torch.equal(v, torch.as_tensor(dls.train_ds.items['y'].to_numpy()))
+
+
+def test_resampled_with_labels_and_progressive_balancing(dls):
+    lab = np.asarray(item_labels(dls)[0])
+    r = dls.resampled('oversample', labels=lab)
+    assert type(r.train) is ResampledTabDataLoader and r.train.n_draws == 2 * np.bincount(lab).max()
+    learn = tabular_learner(dls, layers=[8])
+    quiet_fit(learn, 2, cbs=ProgressiveBalancing())
+    assert learn.dls.train is dls.train
+    assert torch.allclose(learn.trained_prior.priors, torch.tensor([.5, .5], dtype=torch.float64))
+
+
+def test_export_of_a_resampled_tabular_learner(df, dls, tmp_path):
+    learn = tabular_learner(dls.resampled('balanced'), layers=[8], path=tmp_path)
+    quiet_fit(learn, 1)
+    learn.add_cb(PriorShift('uniform'))
+    p,_ = learn.get_preds()
+    learn.export('m.pkl')
+    l2 = load_learner(tmp_path/'m.pkl')
+    assert type(l2.dls.train) is TabDataLoader  # nothing left to resample in an exported learner
+    dl = l2.dls.test_dl(df.iloc[int(len(df) * 0.8):])  # the raw rows, processed by the exported procs
+    p2,_ = l2.get_preds(dl=dl)
+    assert torch.allclose(p, p2, atol=1e-6)
+
+
+# --- BalancedFinetune on tabular_learner ---
+
+class AtStage(Callback):
+    order = BalancedFinetune.order + 1
+    def before_epoch(self):
+        if self.epoch == self.n_epoch - 1: self.w = {n: p.detach().clone() for n,p in self.model.named_parameters()}; self.dl = type(self.dls.train)
+
+
+def test_balanced_finetune_trains_tabular_classifier(dls):
+    set_seed(0)
+    learn = tabular_learner(dls, layers=[16])
+    quiet_fit(learn, 3, cbs=[BalancedFinetune(epochs=1), at := AtStage()])
+    assert at.dl is ResampledTabDataLoader
+    changed = {n for n,p in learn.model.named_parameters() if not torch.equal(p, at.w[n])}
+    assert changed == {'layers.1.0.weight', 'layers.1.0.bias'}, changed  # TabularModel's last LinBnDrop: the classifier
+    assert learn.dls.train is dls.train and all(p.requires_grad for p in learn.model.parameters())
+    assert torch.allclose(learn.trained_prior.priors, torch.tensor([.5, .5], dtype=torch.float64))
+
+
+def test_balanced_finetune_drw_and_all_on_tabular(dls):
+    learn = tabular_learner(dls, layers=[16])
+    quiet_fit(learn, 3, cbs=BalancedFinetune(epochs=1, mode='drw'))
+    c = torch.tensor(class_counts(dls).values, dtype=torch.float64)
+    w = (1 - 0.9999) / (1 - 0.9999 ** c); w = w * 2 / w.sum()
+    assert torch.allclose(learn.trained_prior.priors, (c * w) / (c * w).sum(), atol=1e-6)
+    assert type(learn.loss_func) is CrossEntropyLossFlat and learn.loss_func.func.weight is None
+    quiet_fit(learn, 3, cbs=BalancedFinetune(epochs=1, train='all'))
+    quiet_fit(learn, 3, cbs=BalancedFinetune(epochs=1, train='classifier', reinit=True))
+
+
+def test_balanced_finetune_refuses_before_the_first_epoch(dls):
+    learn = tabular_learner(dls, layers=[16])
+    with pytest.raises(ValueError, match="unknown strategy 'even'"): quiet_fit(learn, 3, cbs=BalancedFinetune(epochs=1, strategy='even'))
+    assert learn.train_iter == 0 and learn.dls.train is dls.train
+
+
+# --- PriorShift on tabular ---
+
+def test_prior_shift_on_tabular_uses_the_training_prior():
+    d3 = frame(classes=('a0', 'a1', 'a2'), pos=0.05)
+    dls = tab_dls(d3)
+    set_seed(0)
+    learn = tabular_learner(dls, layers=[16])
+    quiet_fit(learn, 2)
+    z,_ = learn.get_preds(act=lambda x: x)
+    c = torch.tensor(class_counts(dls).values, dtype=torch.float64)
+    assert torch.allclose(learn.trained_prior.priors, c / c.sum())
+    learn.add_cb(PriorShift('uniform'))
+    p,_ = learn.get_preds()
+    want = prior_shift_logits(z, torch.full((3,), 1 / 3, dtype=torch.float64), c / c.sum()).softmax(1)
+    assert torch.allclose(p, want.float(), atol=1e-5)
+    assert (p.argmax(1) != z.argmax(1)).any()  # the shift moves decisions toward the rare classes
+
+
+# --- plain tensors: Learner(DataLoaders.from_dsets(TensorDataset ...), model) ---
+
+def tensor_data(n=600, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.multinomial(torch.tensor([.8, .15, .05]), n, replacement=True, generator=g)
+    x = torch.randn(n, 4, generator=g) + nn.functional.one_hot(y, 4).float() * 2
+    return x, y
+
+
+def test_plain_tensors_counts_tuples_and_tensor_dataset():
+    x,y = tensor_data()
+    want = np.bincount(y.numpy(), minlength=3).tolist()
+    assert class_counts(TensorDataset(x, y)).tolist() == want
+    assert class_counts(TensorDataset(x, y[:, None])).tolist() == want  # (n, 1) labels
+    assert class_counts([(x[i], y[i]) for i in range(len(y))]).tolist() == want
+    assert class_counts([(x[i].numpy(), int(y[i])) for i in range(len(y))]).tolist() == want
+    dls = DataLoaders.from_dsets(TensorDataset(x[:500], y[:500]), TensorDataset(x[500:], y[500:]), bs=32)
+    assert class_counts(dls).tolist() == np.bincount(y[:500].numpy(), minlength=3).tolist()
+    assert class_counts(dls, split='valid').tolist() == np.bincount(y[500:].numpy(), minlength=3).tolist()
+    with pytest.raises(TypeError, match="holds 1 tensor"): class_counts(TensorDataset(x))
+    r = dls.resampled('balanced')
+    assert type(r.train) is ResampledDL
+    got = torch.cat([b[1] for b in r.train]).bincount(minlength=3).float()
+    assert (got / got.sum() - 1 / 3).abs().max() < 0.1
+
+
+def test_prior_shift_with_source_on_a_plain_learner():
+    x,y = tensor_data()
+    dls = DataLoaders.from_dsets(TensorDataset(x[:500], y[:500]), TensorDataset(x[500:], y[500:]), bs=32)
+    learn = Learner(dls, nn.Linear(4, 3), loss_func=CrossEntropyLossFlat())
+    learn.trained_prior = None
+    src = torch.tensor([.8, .15, .05], dtype=torch.float64)
+    learn.add_cb(PriorShift('uniform', source=src))
+    p,_ = learn.get_preds()
+    learn.remove_cb(PriorShift)
+    z,_ = learn.get_preds(act=lambda o: o)
+    assert torch.allclose(p, prior_shift_logits(z, torch.full((3,), 1 / 3, dtype=torch.float64), src).softmax(1).float(), atol=1e-6)
+
+
+def test_prior_shift_source_needs_nothing_recorded():
+    "A loss whose outputs cannot be told from its activation still works with explicit source priors"
+    x,y = tensor_data()
+    dls = DataLoaders.from_dsets(TensorDataset(x[:500], y[:500]), TensorDataset(x[500:], y[500:]), bs=32)
+    learn = Learner(dls, nn.Linear(4, 3), loss_func=lambda out, targ: nn.functional.cross_entropy(out, targ))
+    with pytest.raises(ValueError, match="pass source= priors"):
+        learn.add_cb(PriorShift('uniform')); learn.get_preds()
+    learn.remove_cb(PriorShift)
+    learn.add_cb(PriorShift('uniform', source=[.8, .15, .05]))
+    p,_ = learn.get_preds()
+    assert p.shape == (100, 3)
+
+
+# --- learn.load puts the loaded weights' prior back ---
+
+def test_load_restores_the_weights_prior(dls, tmp_path):
+    learn = tabular_learner(dls, layers=[8], path=tmp_path)
+    quiet_fit(learn, 1)
+    plain = learn.trained_prior
+    learn.save('plain')
+    assert prior_file(tmp_path/'models'/'plain.pth').exists()
+    quiet_fit(learn, 3, cbs=BalancedFinetune(epochs=1))
+    assert torch.allclose(learn.trained_prior.priors, torch.tensor([.5, .5], dtype=torch.float64))
+    learn.load('plain')
+    assert torch.equal(learn.trained_prior.priors, plain.priors) and learn.trained_prior.how == plain.how
+    learn.add_cb(PriorShift('uniform'))
+    p,_ = learn.get_preds()
+    learn.remove_cb(PriorShift)
+    z,_ = learn.get_preds(act=lambda o: o)
+    assert torch.allclose(p, prior_shift_logits(z, torch.full((2,), .5, dtype=torch.float64), plain.priors).softmax(1).float(), atol=1e-6)
+
+
+def test_load_of_weights_without_a_prior_warns(dls, tmp_path):
+    learn = tabular_learner(dls.resampled('balanced'), layers=[8], path=tmp_path)
+    quiet_fit(learn, 1)
+    learn.save('w')
+    prior_file(tmp_path/'models'/'w.pth').unlink()
+    with pytest.warns(UserWarning, match="saved without their trained prior"): learn.load('w')
+    assert learn.trained_prior is None
+    assert torch.allclose(trained_prior(learn).priors, torch.tensor([.5, .5], dtype=torch.float64))  # what the current loader trains under
+
+
+def test_a_load_at_the_end_of_the_fit_keeps_its_epochs_prior(dls, tmp_path):
+    "Weights saved after the natural epoch and loaded back when the fit ends (as SaveModelCallback does with its best epoch) keep the natural data's prior"
+    class SaveFirst(Callback):  # not `Save`: fastai would attach it as `learn.save`
+        order = 65
+        def after_epoch(self):
+            if self.epoch == 0: self.learn.save('first')
+        def after_fit(self): self.learn.load('first')
+    learn = tabular_learner(dls, layers=[8], path=tmp_path)
+    quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1), SaveFirst()])
+    c = torch.tensor(class_counts(dls).values, dtype=torch.float64)
+    assert torch.allclose(learn.trained_prior.priors, c / c.sum())  # epoch 0 trained on the natural data, not the stage's balanced draw
+    quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1))  # no load: the stage's prior
+    assert torch.allclose(learn.trained_prior.priors, torch.tensor([.5, .5], dtype=torch.float64))
