@@ -54,15 +54,19 @@ class ResampledDL(TfmdDL):
         self.resample_kwargs = {a: v for a,v in locals().items() if a in _resample_args and a not in ('labels', 'vocab')}
         store_attr(','.join(a for a in _resample_args if a not in ('labels', 'vocab', 'n')))
         self.epoch_n = n
-        self.labels,self.vocab = self._read_labels(dataset, labels, vocab, kwargs.pop('_labels_cache', None))
-        dv = getattr(dataset, 'vocab', None) if vocab is None else None
-        if isinstance(dv, CategoryMap) and list(dv) == list(self.vocab): self.vocab = dv  # fastai's own (its interpretation and `o2i` need it)
+        self.labels,self._vocab = self._read_labels(dataset, labels, vocab, kwargs.pop('_labels_cache', None))
         self._n_items = self.labels.shape[0]
         self._setup_sampling()
         super().__init__(dataset, bs=bs, shuffle=shuffle, **kwargs)
         if self.drop_last and self.bs and self.n_draws < self.bs:
             warnings.warn(f"the resampled epoch has {self.n_draws} items, fewer than one batch of {self.bs}: with drop_last=True "
                           f"no batch would be trained; lower bs, or pass drop_last=False")
+
+    @property
+    def vocab(self):
+        "The data's own vocab, as fastai's loaders give it (a text set's is [words, classes]); the classes of `labels` for data without one"
+        dv = getattr(self.dataset, 'vocab', None)
+        return self._vocab if dv is None else dv
 
     @property
     def n(self):
@@ -87,7 +91,7 @@ class ResampledDL(TfmdDL):
 def _setup_sampling(self:ResampledDL):
     "Validate the options and precompute what each epoch's draw needs"
     self.multilabel = sparse.issparse(self.labels)
-    k,N = len(self.vocab),self._n_items
+    k,N = len(self._vocab),self._n_items
     if N == 0: raise ValueError("the training split is empty: there is nothing to resample")
     given = [o for o in ('targets', 'class_weights', 'item_weights') if getattr(self, o) is not None]
     if len(given) > 1: raise ValueError(f"pass at most one of targets, class_weights, item_weights; got {given}")
@@ -120,7 +124,7 @@ def _check_replacement(self:ResampledDL):
     m = np.ceil(self.expected_counts() - 1e-9)
     if (m > self.counts).any():
         c = int(np.argmax(m - self.counts))
-        raise ValueError(f"{self.mode} asks for {int(m[c])} draws of class {self.vocab[c]!r} per epoch, but it has {self.counts[c]} item{'s' * int(self.counts[c] != 1)} "
+        raise ValueError(f"{self.mode} asks for {int(m[c])} draws of class {self._vocab[c]!r} per epoch, but it has {self.counts[c]} item{'s' * int(self.counts[c] != 1)} "
                          f"and sampling is without replacement: lower n_per_class or the epoch length, or pass replace=True")
 
 @patch
@@ -138,10 +142,10 @@ def _strategy_mode(self:ResampledDL):
 def _check_targets(self:ResampledDL):
     t = self.targets
     if isinstance(t, dict):
-        unknown = [c for c in t if c not in self.vocab]
+        unknown = [c for c in t if c not in self._vocab]
         if unknown: raise ValueError(f"targets name classes not in the vocab: {unknown[:10]}")
-        t = [t.get(c, 0) for c in self.vocab]
-    a = _check_weights(t, len(self.vocab), 'targets', f'class of the vocab ({len(self.vocab)} classes)')
+        t = [t.get(c, 0) for c in self._vocab]
+    a = _check_weights(t, len(self._vocab), 'targets', f'class of the vocab ({len(self._vocab)} classes)')
     if (a != np.round(a)).any(): raise ValueError(f"targets must be whole numbers of draws, found {a[a != np.round(a)][:5].tolist()}")
     return a.astype(np.int64)
 
@@ -156,7 +160,7 @@ def _whole_blocks(self:ResampledDL, t):
 @patch
 def _demand(self:ResampledDL):
     "Which classes the strategy would draw from, whatever their size"
-    k = len(self.vocab)
+    k = len(self._vocab)
     if self.mode in ('oversample', 'undersample'): return np.ones(k, bool)
     if self.mode == 'alpha': return np.ones(k, bool) if self.alpha <= 0 else self.counts > 0
     if self.mode == 'targets': return self._targets > 0
@@ -167,7 +171,7 @@ def _check_absent(self:ResampledDL):
     "Raise on classes without training items that the strategy would draw, unless `absent='skip'`"
     empty = (self.counts == 0) & self._demand()
     if empty.any() and self.absent == 'raise':
-        names = [self.vocab[i] for i in np.flatnonzero(empty)]
+        names = [self._vocab[i] for i in np.flatnonzero(empty)]
         raise ValueError(f"class{'es' if len(names) > 1 else ''} {names[:10]} ha{'ve' if len(names) > 1 else 's'} no training items, so "
                          f"strategy {self.strategy if self.mode not in ('targets',) else 'targets'!r} cannot draw {'them' if len(names) > 1 else 'it'}: "
                          f"pass absent='skip' to leave {'them' if len(names) > 1 else 'it'} out")
@@ -248,7 +252,7 @@ def new(self:ResampledDL, dataset=None, cls=None, **kwargs):
         cls = _access_base(type(self))  # `learn.export()` empties the loaders (`dls.new_empty()`): nothing to resample, and nothing to refuse
     if cls is None or issubclass(cls, ResampledDL):
         kwargs = merge(self.resample_kwargs, kwargs)
-        if dataset is None or dataset is self.dataset: kwargs['_labels_cache'] = (self.labels, self.vocab)
+        if dataset is None or dataset is self.dataset: kwargs['_labels_cache'] = (self.labels, self._vocab)
     return super(ResampledDL, self).new(dataset=dataset, cls=cls, **kwargs)
 
 # %% ../nbs/02_data.ipynb #d2rtyp01
@@ -283,7 +287,7 @@ def expected_counts(self:ResampledDL)->np.ndarray:
     p = self._probs()
     if self.multilabel or self.mode == 'item_weights':
         per_item = self.n_draws * p / p.sum()
-        Y = self.labels if self.multilabel else sparse.csr_matrix((np.ones(self._n_items), (np.arange(self._n_items), self.labels)), shape=(self._n_items, len(self.vocab)))
+        Y = self.labels if self.multilabel else sparse.csr_matrix((np.ones(self._n_items), (np.arange(self._n_items), self.labels)), shape=(self._n_items, len(self._vocab)))
         return np.asarray(Y.T @ per_item).ravel()
     j = self.per_batch or 1
     return (self.n_draws // j) * j * p / p.sum()
@@ -292,10 +296,10 @@ def expected_counts(self:ResampledDL)->np.ndarray:
 def sampling_summary(self:ResampledDL, plot:bool=False, seed:int=0)->pd.DataFrame:
     "Per-class items, expected draws per epoch and one actual draw, as a table sorted by class size (and a log-scale plot)"
     drawn,expected = self.draw(np.random.default_rng(seed)),self.expected_counts()
-    got = (np.asarray(self.labels[drawn].sum(0)).ravel() if self.multilabel else np.bincount(self.labels[drawn], minlength=len(self.vocab)))
+    got = (np.asarray(self.labels[drawn].sum(0)).ravel() if self.multilabel else np.bincount(self.labels[drawn], minlength=len(self._vocab)))
     df = pd.DataFrame({'items': self.counts, 'expected per epoch': expected.round(1), 'drawn (one epoch)': got,
                        'repeats per item': (expected / np.maximum(self.counts, 1)).round(2)},
-                      index=pd.Index(self.vocab, name='class')).sort_values('items', ascending=False, kind='stable')
+                      index=pd.Index(self._vocab, name='class')).sort_values('items', ascending=False, kind='stable')
     nz = lambda v: v[v > 0]
     df.attrs.update(spread_before=float(nz(df['items'].values).max() / nz(df['items'].values).min()),
                     spread_after=float(nz(df['expected per epoch'].values).max() / nz(df['expected per epoch'].values).min()),

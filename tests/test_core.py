@@ -191,7 +191,7 @@ def _dsets(labels, vocab=None, valid=()):
     (lambda: class_counts(Datasets(paths('ab'), [[noop]])), ValueError, "has no target"),
     (lambda: class_counts(DataBlock((TransformBlock, CategoryBlock))), ValueError, "needs its `source`"),
     (lambda: class_counts(3), TypeError, "cannot read labels from a int"),
-    (lambda: class_counts(torch.utils.data.TensorDataset(torch.zeros(3))), TypeError, "cannot read labels from a TensorDataset: it has no `targets`"),
+    (lambda: class_counts(torch.utils.data.TensorDataset(torch.zeros(3))), TypeError, "this TensorDataset holds 1 tensor(s), so no labels"),
     (lambda: class_weights(counts=[3, 0, 2]), ValueError, "class [1] has no training samples"),
     (lambda: class_weights(_dsets(['a', 'b'], vocab=['a', 'b', 'zebra'])), ValueError, "class ['zebra'] has no training samples"),
     (lambda: class_weights(counts=[0, 0]), ValueError, "every class has 0 training samples"),

@@ -267,3 +267,37 @@ def test_a_load_at_the_end_of_the_fit_keeps_its_epochs_prior(dls, tmp_path):
     assert torch.allclose(learn.trained_prior.priors, c / c.sum())  # epoch 0 trained on the natural data, not the stage's balanced draw
     quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1))  # no load: the stage's prior
     assert torch.allclose(learn.trained_prior.priors, torch.tensor([.5, .5], dtype=torch.float64))
+
+
+# --- text: TextDataLoaders + text_classifier_learner (AWD_LSTM, no pretrained weights) ---
+
+def text_frame(n=300, seed=0):
+    "A small corpus built here: the rare class uses words the common one seldom does"
+    rng = np.random.default_rng(seed)
+    words = 'alpha beta gamma delta eps zeta eta theta iota kappa lam mu'.split()
+    y = np.where(rng.random(n) < 0.1, 'rare', 'common')
+    txt = [' '.join(rng.choice(words[:6] if l == 'common' else words[4:], 10)) for l in y]
+    return pd.DataFrame({'text': txt, 'label': y, 'is_valid': np.arange(n) >= n * 4 // 5})
+
+
+def test_text_classifier_counts_resampling_finetune_and_shift():
+    from fastai.text.all import TextDataLoaders, text_classifier_learner, AWD_LSTM
+    df = text_frame()
+    dls = TextDataLoaders.from_df(df, text_col='text', label_col='label', valid_col='is_valid', bs=16, seq_len=16)
+    assert class_counts(dls).to_dict() == df.label[~df.is_valid].value_counts().to_dict()
+    r = dls.resampled('balanced')
+    assert r.vocab == dls.vocab and len(r.vocab) == 2 and list(r.vocab[1]) == ['common', 'rare']  # [words, classes], as fastai's text learners read it
+    set_seed(0)
+    learn = text_classifier_learner(r, AWD_LSTM, pretrained=False)
+    assert learn.model[0].module.encoder.num_embeddings == len(dls.vocab[0])
+    quiet_fit(learn, 1)
+    assert torch.allclose(learn.trained_prior.priors, torch.tensor([.5, .5], dtype=torch.float64))
+    learn = text_classifier_learner(dls, AWD_LSTM, pretrained=False)
+    quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1))
+    assert torch.allclose(learn.trained_prior.priors, torch.tensor([.5, .5], dtype=torch.float64)) and learn.dls.train is dls.train
+    learn.trained_prior = None  # the natural prior, from the loader
+    z,_ = learn.get_preds(act=lambda o: o)
+    learn.add_cb(PriorShift('uniform'))
+    p,_ = learn.get_preds()
+    c = torch.tensor(class_counts(dls).values, dtype=torch.float64)
+    assert torch.allclose(p, prior_shift_logits(z, torch.full((2,), .5, dtype=torch.float64), c / c.sum()).softmax(1).float(), atol=1e-5)
