@@ -51,8 +51,8 @@ class ImbalancedLoss(nn.Module):
         "A user's per-class weights as a buffer: finite and >= 0, naming the offending values"
         self._buffer(name, None if v is None else _check_nonneg(v, name))  # validated on the CPU: a CUDA tensor works too
 
-    def _flat(self, x, y):
-        "`(n, ..., C, ...)` outputs (class axis `axis`) and targets as `(N, C)` and `(N,)` / `(N, C)`, items in the targets' order, with the target kind checked"
+    def _flat(self, x, y, soft:bool=False):
+        "`(n, ..., C, ...)` outputs (class axis `axis`) and targets as `(N, C)` and `(N,)` / `(N, C)`, items in the targets' order, with the target kind checked; with `soft`, float targets shaped like the outputs are class probabilities"
         x,y = _plain(x),_plain(y)
         if self.multilabel:
             if y.shape != x.shape: raise ValueError(f"{type(self).__name__} is multilabel: targets must be a 0/1 matrix shaped like the outputs {tuple(x.shape)}, got {tuple(y.shape)}"
@@ -60,12 +60,28 @@ class ImbalancedLoss(nn.Module):
             self._shape = x.movedim(self.axis, -1).shape
             x = _fp(x).movedim(self.axis, -1).reshape(-1, x.shape[self.axis])
             return x,y.movedim(self.axis, -1).reshape(-1, x.shape[-1]).to(x.dtype)
-        want = x.movedim(self.axis, -1).shape[:-1]  # the outputs without their class axis
+        ax = self.axis if x.ndim > 1 else -1  # unbatched `(C,)` outputs, as PyTorch's losses take them
+        want = x.movedim(ax, -1).shape[:-1]  # the outputs without their class axis
+        self._shape = want  # reduction='none' gives one loss per target, in the targets' shape, as PyTorch's losses
+        xf = _fp(x).movedim(ax, -1).reshape(-1, x.shape[ax])
+        if soft and y.is_floating_point() and y.shape == x.shape:
+            return xf,self._probabilities(y.movedim(ax, -1).reshape(-1, x.shape[ax]).to(xf.dtype))
+        if y.shape == want + (1,) and not y.is_floating_point(): y = y.reshape(want)  # tabular data's `(bs, 1)` class codes, flattened as fastai's `CrossEntropyLossFlat` does
         if y.shape != want or y.is_floating_point():
-            raise ValueError(f"{type(self).__name__} is single-label: targets must be class indices shaped {tuple(want)}, "
-                             f"got {tuple(y.shape)} {y.dtype}" + (" (a multilabel matrix: use a multilabel loss)" if y.shape == x.shape else ""))
-        self._shape = y.shape  # reduction='none' gives one loss per target, in the targets' shape, as PyTorch's losses
-        return _fp(x).movedim(self.axis, -1).reshape(-1, x.shape[self.axis]),y.reshape(-1).long()
+            kinds = f"class indices shaped {tuple(want)}" + (f" or class probabilities shaped like the outputs {tuple(x.shape)}" if soft else "")
+            raise ValueError(f"{type(self).__name__} is single-label: targets must be {kinds}, got {tuple(y.shape)} {y.dtype}"
+                             + (" (a multilabel matrix: use a multilabel loss)" if y.shape == x.shape else ""))
+        return xf,y.reshape(-1).long()
+
+    def _probabilities(self, y):
+        "Soft targets `(N, C)`, checked to be class probabilities: rows >= 0 summing to 1 (a 0/1 multilabel matrix is named as such)"
+        bad = (y < 0).any(1) | ((y.sum(1) - 1).abs() > 1e-2)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise ValueError(f"{type(self).__name__} is single-label: float targets are class probabilities, each row >= 0 and summing to 1 over the classes; "
+                             f"row {i} is {[round(v, 4) for v in y[i, :10].tolist()]} (sum {float(y[i].sum()):.4g})"
+                             + (" (a multilabel matrix: use a multilabel loss)" if ((y == 0) | (y == 1)).all() else ""))
+        return y
 
     def _per_class(self, t, x, what):
         "Per-class buffer `t` on `x`'s device, checked against the number of outputs"
@@ -73,22 +89,24 @@ class ImbalancedLoss(nn.Module):
         if len(t) != x.shape[-1]: raise ValueError(f"{type(self).__name__}: {what} has {len(t)} entries but the model outputs {x.shape[-1]} classes")
         return t.to(x.device, x.dtype)
 
-    def _reduce(self, l, w=None):
-        "PyTorch's reduction of per-item losses `l` with per-item weights `w`: 'none' weighted items, 'sum' their sum, 'mean' divided by the total weight"
+    def _reduce(self, l, w=None, n=None):
+        "PyTorch's reduction of per-item losses `l` with per-item weights `w`: 'none' weighted items, 'sum' their sum, 'mean' divided by the total weight (or by `n`)"
         if w is not None: l = l * w
         if self.reduction == 'none': return l.reshape(self._shape) if l.numel() == np.prod(self._shape) else l
         if self.reduction == 'sum': return l.sum()
+        if n is not None: return l.sum() / n
         return l.sum() / w.sum() if w is not None else l.mean()
 
-    def activation(self, x): return torch.sigmoid(x) if self.multilabel else F.softmax(x, dim=self.axis)
-    def decodes(self, x): return x > 0.5 if self.multilabel else x.argmax(dim=self.axis)
+    def activation(self, x): return torch.sigmoid(x) if self.multilabel else F.softmax(x, dim=self.axis if x.ndim > 1 else -1)
+    def decodes(self, x): return x > 0.5 if self.multilabel else x.argmax(dim=self.axis if x.ndim > 1 else -1)
     def output_prior(self, f):
         "The prior the outputs are calibrated to when classes are sampled at frequencies `f` (see `training_prior`): `f` itself, unless the loss re-weights"
         return f
 
 # %% ../nbs/06_losses.ipynb #l0000008
 class FocalLoss(ImbalancedLoss):
-    "Focal loss (Lin et al. 2017): fastai's `FocalLoss(gamma, weight, reduction)`, plus the paper's per-class `alpha`"
+    "Focal loss (Lin et al. 2017): fastai's `FocalLoss(gamma, weight, reduction)` on class indices or class probabilities, plus the paper's per-class `alpha`"
+    _items_mean = False  # 'mean' with `alpha`: divided by the total weight (PyTorch's weighted mean); ClassBalancedLoss: by the number of items
     def __init__(self, gamma:float=2., # Focusing parameter (0: cross-entropy)
                  weight=None, # fastai's meaning: class weights inside the cross-entropy (so p_t = exp(-w*ce)), plain mean
                  reduction:str='mean', # 'mean', 'sum' or 'none'
@@ -101,15 +119,17 @@ class FocalLoss(ImbalancedLoss):
         self._weights('alpha', alpha); self._weights('weight', weight)
 
     def forward(self, x, y):
-        x,y = self._flat(x, y)
-        if self.weight is not None:  # fastai's definition, computed so that a confident item's gradient stays finite
-            ce = F.cross_entropy(x, y, weight=self._per_class(self.weight, x, 'weight'), reduction='none')
+        x,y = self._flat(x, y, soft=True)
+        a,w = self._per_class(self.alpha, x, 'alpha'),self._per_class(self.weight, x, 'weight')
+        if w is not None or y.is_floating_point():  # fastai's definition (p_t = exp(-ce)), computed so that a confident item's gradient stays finite
+            ce = F.cross_entropy(x, y, weight=w, reduction='none')  # soft targets: -sum_c w_c y_c log p_c; ignore_index -100: 0
             l = (-torch.expm1(-ce)).clamp_min(1e-38) ** self.gamma * ce if self.gamma else ce
-            return self._reduce(l)
+            return self._reduce(l, None if a is None else y @ a, len(y) if self._items_mean else None)
+        keep = y != -100  # PyTorch's ignore_index: such items add 0 (and count in the plain mean, as in fastai's FocalLoss)
+        y = y.where(keep, 0)
         logp = F.log_softmax(x, dim=-1).gather(1, y[:, None]).squeeze(1)
         l = -torch.exp(self.gamma * _log1m_pt(x, y)) * logp if self.gamma else -logp  # (1-p_t)^gamma in log space: no 0^gamma
-        a = self._per_class(self.alpha, x, 'alpha')
-        return self._reduce(l, None if a is None else a[y])
+        return self._reduce(l.where(keep, 0.), None if a is None else a[y] * keep, keep.sum() if self._items_mean else None)
 
     def output_prior(self, f):
         w = self.alpha if self.alpha is not None else self.weight
@@ -117,7 +137,8 @@ class FocalLoss(ImbalancedLoss):
 
 # %% ../nbs/06_losses.ipynb #l0000012
 class ClassBalancedLoss(FocalLoss):
-    "Class-balanced loss (Cui et al. 2019): effective-number weights over cross-entropy (`gamma=0`) or focal loss"
+    "Class-balanced loss (Cui et al. 2019): effective-number weights (summing to C) over cross-entropy (`gamma=0`) or focal loss; 'mean' divides the weighted sum by the number of items, as the paper"
+    _items_mean = True
     def __init__(self, o=None, # Data (anything `class_counts` reads), or None with `counts`
                  beta:float=0.999, gamma:float=0., counts=None, **kwargs):
         n = _counts(o, counts, 'ClassBalancedLoss', positive=True)
@@ -192,18 +213,19 @@ class PairwiseAUCLoss(ImbalancedLoss):
         self.margin,self.ce_weight = margin,ce_weight
 
     def forward(self, x, y):
-        x,y = _plain(x),_plain(y)
-        if y.is_floating_point() and not ((y == 0) | (y == 1)).all(): raise ValueError("PairwiseAUCLoss is binary: targets must be 0/1")
+        x,y = _fp(_plain(x)),_plain(y)  # half precision computed in float32: (s_i - s_j)^2 overflows float16
         if x.ndim == 2 and x.shape[1] > 2: raise ValueError(f"PairwiseAUCLoss is binary: the model outputs {x.shape[1]} classes")
+        if not ((y == 0) | (y == 1)).all():
+            raise ValueError(f"PairwiseAUCLoss is binary: targets must be 0/1, got {y[(y != 0) & (y != 1)].unique()[:10].tolist()}")
         y = y.reshape(-1).long()
         s = x[:, 1] - x[:, 0] if x.ndim == 2 and x.shape[1] == 2 else x.reshape(-1)
         pos,neg = y == 1,y == 0
         d = self.margin - (s[:, None] - s[None, :])                 # every (i, j) pair
-        pair = (pos[:, None] & neg[None, :]).float()
+        pair = (pos[:, None] & neg[None, :]).to(s.dtype)
         h = d.clamp_min(0) ** 2 * pair / pair.sum().clamp_min(1)
         l = (h.sum(1) + h.sum(0)) / 2  # each item's share of its pairs: the shares sum to the loss
         if self.ce_weight:
-            ce = F.cross_entropy(x, y, reduction='none') if x.ndim == 2 and x.shape[1] == 2 else F.binary_cross_entropy_with_logits(s, y.float(), reduction='none')
+            ce = F.cross_entropy(x, y, reduction='none') if x.ndim == 2 and x.shape[1] == 2 else F.binary_cross_entropy_with_logits(s, y.to(s.dtype), reduction='none')
             l = l + self.ce_weight * ce / len(y)
         if self.reduction == 'none': return l * len(y)  # per-item values whose mean is the loss (fastai's MixUp and get_preds average them)
         return l.sum() * (len(y) if self.reduction == 'sum' else 1)
@@ -212,24 +234,33 @@ class PairwiseAUCLoss(ImbalancedLoss):
     def decodes(self, x): return x.argmax(-1) if x.ndim == 2 and x.shape[1] == 2 else (x > 0.5).long()
 
 class SoftKappaLoss(ImbalancedLoss):
-    "1 - Cohen's kappa on softmax probabilities (its log with `log=True`), quadratic/linear/no weights"
+    "1 - Cohen's kappa on softmax probabilities (its log with `log=True`), quadratic/linear/no weights; per-item values (`reduction='none'`) with `log=False`"
     def __init__(self, weights:str='quadratic', log:bool=True, eps:float=1e-7, **kwargs):
         super().__init__(**kwargs)
         if weights not in (None, 'linear', 'quadratic'): raise ValueError(f"unknown weights {weights!r}: use None, 'linear' or 'quadratic'")
         store_attr('weights,log,eps')
+        self._check_reduction()
+
+    def _check_reduction(self):
+        if self.log and self.reduction == 'none':
+            raise ValueError("SoftKappaLoss(log=True) has no per-item losses: the log of the batch's observed-to-chance disagreement ratio does not split into items, "
+                             "so reduction='none' (asked for by MixUp, get_preds(with_loss=True) and ClassificationInterpretation) cannot rank or mix them. "
+                             "Use SoftKappaLoss(log=False), whose per-item values are each item's share of the ratio (for interpretation, set "
+                             "learn.loss_func = SoftKappaLoss(log=False) first)")
 
     def forward(self, x, y):
+        self._check_reduction()  # fastai sets reduction='none' on the loss itself: checked at each call
         x,y = self._flat(x, y)
-        C = x.shape[-1]
+        N,C = x.shape
         P,Y = F.softmax(x, dim=-1),F.one_hot(y, C).to(x.dtype)
-        O = Y.t() @ P                                                 # soft confusion matrix
-        E = torch.outer(Y.sum(0), P.sum(0)) / len(y)
         i = torch.arange(C, device=x.device, dtype=x.dtype)
         W = {None: 1 - torch.eye(C, device=x.device, dtype=x.dtype), 'linear': (i[:, None] - i).abs(), 'quadratic': (i[:, None] - i) ** 2}[self.weights]
-        r = ((W * O).sum() + self.eps) / ((W * E).sum() + self.eps)
+        o = (W[y] * P).sum(1)                                       # each item's expected weighted disagreement: they sum to the soft confusion matrix's
+        E = (W * torch.outer(Y.sum(0), P.sum(0))).sum() / N         # the chance disagreement of the margins
+        if self.reduction == 'none': return (N * o + self.eps) / (E + self.eps)  # log=False: each item's share of the ratio, times N (their mean is the loss)
+        r = (o.sum() + self.eps) / (E + self.eps)
         l = torch.log(r) if self.log else r
-        if self.reduction == 'none': return l.expand(len(y))  # a batch-level loss: every item gets it, so their mean is the loss (MixUp, get_preds)
-        return l * (len(y) if self.reduction == 'sum' else 1)
+        return l * (N if self.reduction == 'sum' else 1)
 
 # %% ../nbs/06_losses.ipynb #l0000016
 class _LabelwiseLoss(ImbalancedLoss):

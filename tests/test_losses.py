@@ -22,7 +22,7 @@ def test_focal_and_class_balanced_formulas():
     assert torch.allclose(FocalLoss(2.5, alpha=a).double()(X, Y), want)
     assert torch.allclose(FocalLoss(0.)(X, Y), F.cross_entropy(X, Y))
     w = class_weights(counts=N, method='effective', beta=.99).double()
-    assert torch.allclose(ClassBalancedLoss(counts=N, beta=.99).double()(X, Y), F.cross_entropy(X, Y, weight=w))
+    assert torch.allclose(ClassBalancedLoss(counts=N, beta=.99).double()(X, Y), (w[Y] * F.cross_entropy(X, Y, reduction='none')).sum() / len(Y))  # Cui et al.: divided by N
     beta = .99; e = (1 - beta) / (1 - beta ** np.array(N)); e = e * 4 / e.sum()  # Cui et al.'s weights, by hand
     assert np.allclose(ClassBalancedLoss(counts=N, beta=beta).alpha.numpy(), e, atol=1e-6)
 
@@ -124,7 +124,12 @@ def test_export_round_trip_and_reduction_none(lt_path, tmp_path):
     (lambda: LogitAdjustedLoss(counts=[5, 0, 3, 1]), "class ['1'] has none"),
     (lambda: LDAMLoss(counts=[5, 2, 0, 0]), "LDAMLoss needs every class to have items; class ['2', '3'] has none"),
     (lambda: ClassBalancedLoss(counts=[0, 2, 3, 1]), "class ['0'] has none"),
-    (lambda: FocalLoss()(X, YM), "FocalLoss is single-label: targets must be class indices shaped (12,), got (12, 4) torch.float64 (a multilabel matrix: use a multilabel loss)"),
+    (lambda: FocalLoss()(X, YM), "FocalLoss is single-label: float targets are class probabilities, each row >= 0 and summing to 1 over the classes; row "),
+    (lambda: LogitAdjustedLoss(counts=N)(X, YM), "LogitAdjustedLoss is single-label: targets must be class indices shaped (12,), got (12, 4) torch.float64 (a multilabel matrix: use a multilabel loss)"),
+    (lambda: FocalLoss()(X, Y[:5]), "FocalLoss is single-label: targets must be class indices shaped (12,) or class probabilities shaped like the outputs (12, 4), got (5,) torch.int64"),
+    (lambda: PairwiseAUCLoss()(torch.randn(4), torch.tensor([0, 1, 2, 1])), "PairwiseAUCLoss is binary: targets must be 0/1, got [2]"),
+    (lambda: PairwiseAUCLoss()(torch.randn(3), torch.tensor([0., .5, 1.])), "PairwiseAUCLoss is binary: targets must be 0/1, got [0.5]"),
+    (lambda: SoftKappaLoss(reduction='none'), "SoftKappaLoss(log=True) has no per-item losses"),
     (lambda: AsymmetricLoss()(X, Y), "AsymmetricLoss is multilabel: targets must be a 0/1 matrix shaped like the outputs (12, 4), got (12,) (class indices: use a single-label loss)"),
     (lambda: PairwiseAUCLoss()(X, Y), "PairwiseAUCLoss is binary: the model outputs 4 classes"),
     (lambda: SoftmaxMultilabelLoss(), "pass data (to take k"),
@@ -140,7 +145,7 @@ def test_bad_input(call, msg):
 
 def test_batch_level_losses_give_per_item_shares():
     s, y = torch.randn(9, generator=g), torch.tensor([1, 0, 0, 1, 0, 0, 0, 1, 0])
-    for loss, x, t in ((PairwiseAUCLoss(ce_weight=.5), s, y), (SoftKappaLoss(), X, Y)):
+    for loss, x, t in ((PairwiseAUCLoss(ce_weight=.5), s, y), (SoftKappaLoss(log=False), X, Y)):
         total = loss(x, t)
         loss.reduction = 'none'
         per = loss(x, t)
@@ -175,7 +180,7 @@ def test_reduction_none_keeps_the_weights():
     a = torch.tensor([1., 2., 3., 4.], dtype=torch.float64)
     for loss, ref in ((FocalLoss(0., alpha=a), lambda r: F.cross_entropy(X, Y, weight=a, reduction=r)),
                       (LDAMLoss(counts=N, weight=a, max_m=0., s=1.), lambda r: F.cross_entropy(X, Y, weight=a, reduction=r)),
-                      (ClassBalancedLoss(counts=N), lambda r: F.cross_entropy(X, Y, weight=class_weights(counts=N, method='effective').double(), reduction=r))):
+                      (ClassBalancedLoss(counts=N), lambda r: F.cross_entropy(X, Y, weight=class_weights(counts=N, method='effective').double(), reduction=r if r != 'mean' else 'sum') / (len(Y) if r == 'mean' else 1))):
         loss = loss.double()
         for r in ('none', 'sum', 'mean'):
             loss.reduction = r
@@ -235,7 +240,7 @@ def test_class_axis_and_shapes_like_pytorch():
     assert torch.allclose(FocalLoss(2., alpha=[1., 2., 3.])(xs, ys), FocalLoss(2., alpha=[1., 2., 3.], axis=-1)(xs.movedim(1, -1), ys))
     ym = (torch.rand(2, 3, 4, 5, generator=g_) < .3).float()
     assert torch.allclose(FocalBCELoss(0., axis=1)(xs, ym), F.binary_cross_entropy_with_logits(xs, ym))
-    with pytest.raises(ValueError, match=re.escape("targets must be class indices shaped (2, 4, 5), got (2, 5, 4)")): FocalLoss()(xs, ys.transpose(1, 2))
+    with pytest.raises(ValueError, match=re.escape("targets must be class indices shaped (2, 4, 5) or class probabilities shaped like the outputs (2, 3, 4, 5), got (2, 5, 4)")): FocalLoss()(xs, ys.transpose(1, 2))
 
 
 def test_batch_level_losses_under_mixup():
@@ -248,9 +253,178 @@ def test_batch_level_losses_under_mixup():
     xs = torch.randn(64, 2); ys = (xs[:, 0] > 0).long()
     ds = list(zip(xs, ys))
     dls = DataLoaders(DataLoader(ds, bs=32, shuffle=True), DataLoader(ds, bs=32))
-    for loss in (PairwiseAUCLoss(ce_weight=.5), SoftKappaLoss()):
+    for loss in (PairwiseAUCLoss(ce_weight=.5), SoftKappaLoss(log=False)):
         learn = Learner(dls, torch.nn.Linear(2, 2), loss_func=loss, cbs=MixUp())
         with learn.no_bar(), learn.no_logging(): learn.fit(1, lr=0.)
         plain = loss(learn.model(xs), ys).item()
         ratio = learn.recorder.values[-1][0] / plain  # mixed inputs give another loss, of the same scale: 1/32 would mean per-item values summing, not averaging, to the loss
         assert 1/4 < ratio < 4, (type(loss).__name__, learn.recorder.values[-1][0], plain)
+    kappa = SoftKappaLoss()
+    learn = Learner(dls, torch.nn.Linear(2, 2), loss_func=kappa, cbs=MixUp())
+    with pytest.raises(ValueError, match=re.escape("Use SoftKappaLoss(log=False)")):  # log=True has no per-item losses to mix: said at the first batch
+        with learn.no_bar(), learn.no_logging(): learn.fit(1, lr=0.)
+    assert kappa.reduction == 'mean'  # fastai's NoneReduce put it back
+
+
+EDGE = torch.tensor([[64., -64.], [-64., 64.], [64., -64.], [-64., 64.]])  # AUC pair differences of 256: squared, over float16's range
+SOFT = torch.softmax(torch.randn(12, 4, generator=g, dtype=torch.float64) * 2, 1)
+
+
+@pytest.mark.parametrize('loss,x,y', [
+    (PairwiseAUCLoss(), EDGE, torch.tensor([1, 0, 0, 1])), (PairwiseAUCLoss(ce_weight=1.), EDGE, torch.tensor([1, 0, 0, 1])),
+    (PairwiseAUCLoss(reduction='none'), EDGE, torch.tensor([1, 0, 0, 1])), (PairwiseAUCLoss(), EDGE[:, 1] * 2, torch.tensor([1., 0., 0., 1.])),
+    (FocalLoss(2., alpha=[1., 2., 3., 4.]), X * 20, Y), (FocalLoss(.5, weight=[1., 2., 3., 4.]), X * 20, Y), (FocalLoss(2.), X * 20, SOFT),
+    (ClassBalancedLoss(counts=N, gamma=1.), X * 20, Y), (LogitAdjustedLoss(counts=N), X * 20, Y), (LDAMLoss(counts=N, s=1.), X * 20, Y),
+    (SoftKappaLoss(), X * 20, Y), (SoftKappaLoss(log=False, reduction='none'), X * 20, Y),
+    (PosWeightBCELoss(counts=[3, 4, 5, 6], n_items=12), X * 20, YM), (FocalBCELoss(), X * 20, YM), (AsymmetricLoss(1., 4.), X * 20, YM),
+    (SoftmaxMultilabelLoss(k=2), X * 20, YM)])
+def test_half_precision_matches_float32(loss, x, y):
+    "fp16 / bf16 outputs (mixed precision) give the float32 loss of the same values: every loss computes in float32"
+    for dt in (torch.float16, torch.bfloat16):
+        xh = x.to(dt)
+        want = loss(xh.float(), y.float() if y.is_floating_point() else y)
+        got = loss(xh, y.to(dt) if y.is_floating_point() and y is not SOFT else y)
+        assert got.dtype == torch.float32 and torch.isfinite(got).all(), (type(loss).__name__, dt, got)
+        assert torch.allclose(got, want, rtol=1e-6, atol=1e-6) if y is not SOFT else torch.allclose(got, want.float(), rtol=1e-5), (type(loss).__name__, dt, got, want)
+
+
+def test_pairwise_auc_loss_in_half_precision():
+    "Logits of +-64: float16 arithmetic squared 257 into inf, then inf * 0 into NaN"
+    y = torch.tensor([1, 0, 0, 1])
+    for red in ('mean', 'sum', 'none'):
+        want = PairwiseAUCLoss(reduction=red)(EDGE, y)
+        for dt in (torch.float16, torch.bfloat16): assert torch.equal(PairwiseAUCLoss(reduction=red)(EDGE.to(dt), y), want), (red, dt)
+    assert PairwiseAUCLoss()(EDGE.half(), y).item() == 16512.75
+
+
+def test_focal_loss_is_a_superset_of_fastais():
+    "Every target fastai's FocalLoss takes (class indices, ignore_index -100, unbatched, class probabilities, spatial), fastai's number, for every gamma, weight and reduction"
+    import fastai.losses as fl
+    w = torch.tensor([1., 2., 3., 4.], dtype=torch.float64)
+    xs = torch.randn(2, 4, 3, 5, generator=g, dtype=torch.float64)
+    ys, ps = torch.randint(0, 4, (2, 3, 5), generator=g), torch.softmax(torch.randn(2, 4, 3, 5, generator=g, dtype=torch.float64), 1)
+    yi = Y.clone(); yi[[2, 7]] = -100
+    cases = [(X, Y), (X, SOFT), (X, yi), (X, F.one_hot(Y, 4).double() * .9 + .025), (xs, ys), (xs, ps), (X[0], Y[0]), (X[0], SOFT[0])]
+    for gamma in (0., .5, 2.):
+        for red in ('mean', 'sum', 'none'):
+            for kw in (dict(), dict(weight=w)):
+                for x, t in cases:
+                    got, want = FocalLoss(gamma, reduction=red, **kw).double()(x, t), fl.FocalLoss(gamma, reduction=red, **kw)(x, t)
+                    assert got.shape == want.shape and torch.allclose(got, want), (gamma, red, kw, x.shape, t.shape, t.dtype)
+    for kw in (dict(alpha=w), dict(weight=w), dict()):  # one-hot probabilities: the class indices' loss, alpha included
+        for red in ('mean', 'sum', 'none'):
+            assert torch.allclose(FocalLoss(1.5, reduction=red, **kw).double()(X, F.one_hot(Y, 4).double()), FocalLoss(1.5, reduction=red, **kw).double()(X, Y))
+    a = FocalLoss(2., alpha=w, reduction='none').double()
+    ce = -(SOFT * X.log_softmax(1)).sum(1)
+    assert torch.allclose(a(X, SOFT), SOFT @ w * (1 - torch.exp(-ce)) ** 2 * ce)  # alpha on probabilities: sum_c alpha_c y_c
+    assert torch.allclose(FocalLoss(2., alpha=w).double()(X, yi), FocalLoss(2., alpha=w).double()(X[yi != -100], Y[yi != -100]))  # ignored items: weight 0
+    x = (X * 3).clone().requires_grad_()
+    FocalLoss(.5)(x, SOFT).backward()
+    assert torch.isfinite(x.grad).all()
+    assert torch.autograd.gradcheck(lambda z: FocalLoss(1.5, alpha=w).double()(z, SOFT), ((X * .5).clone().requires_grad_(),), eps=1e-6, atol=1e-5)
+    from fastai_imbalance.all import FocalLoss as Starred
+    assert Starred is FocalLoss  # what the star import's FocalLoss name gives
+
+
+@pytest.mark.parametrize('t,msg', [
+    (torch.tensor([[1., 0., 1.], [0., 1., 0.]]), "row 0 is [1.0, 0.0, 1.0] (sum 2) (a multilabel matrix: use a multilabel loss)"),
+    (torch.tensor([[.5, .5, 0.], [0., 0., 0.]]), "row 1 is [0.0, 0.0, 0.0] (sum 0)"),
+    (torch.tensor([[1.2, -.2, 0.], [0., 1., 0.]]), "row 0 is [1.2, -0.2, 0.0] (sum 1)"),
+    (torch.tensor([[.3, .3, .3], [0., 1., 0.]]), "row 0 is [0.3, 0.3, 0.3] (sum 0.9)"),
+])
+def test_focal_soft_targets_must_be_probabilities(t, msg):
+    with pytest.raises(ValueError, match=re.escape("FocalLoss is single-label: float targets are class probabilities, each row >= 0 and summing to 1 over the classes; " + msg)):
+        FocalLoss()(torch.randn(2, 3), t)
+
+
+def test_class_balanced_loss_follows_cui_et_al():
+    "Cui et al. 2019: w_c = (1-beta)/(1-beta^n_c), normalised to sum to C, loss = (1/N) sum_i w_{y_i} l_i (their reference code's mean over the items)"
+    n, beta = np.array(N, dtype=np.float64), .99
+    e = (1 - beta) / (1 - beta ** n); e = torch.tensor(e * len(n) / e.sum())
+    ce = F.cross_entropy(X, Y, reduction='none')
+    loss = ClassBalancedLoss(counts=N, beta=beta).double()
+    assert torch.allclose(loss(X, Y), (e[Y] * ce).sum() / len(Y))
+    assert not torch.allclose(loss(X, Y), (e[Y] * ce).sum() / e[Y].sum())  # not PyTorch's weighted mean, which FocalLoss(alpha=...) is
+    assert torch.allclose(FocalLoss(0., alpha=e)(X, Y), (e[Y] * ce).sum() / e[Y].sum())
+    p = X.softmax(1)[torch.arange(12), Y]
+    assert torch.allclose(ClassBalancedLoss(counts=N, beta=beta, gamma=2.).double()(X, Y), (e[Y] * (1 - p) ** 2 * ce).sum() / len(Y))
+    for red, want in (('sum', (e[Y] * ce).sum()), ('none', e[Y] * ce)):
+        assert torch.allclose(ClassBalancedLoss(counts=N, beta=beta, reduction=red).double()(X, Y), want)
+    assert torch.allclose(loss(X, SOFT), (SOFT @ e * -(SOFT * X.log_softmax(1)).sum(1)).mean())  # class probabilities: weight sum_c w_c y_c
+    yi = Y.clone(); yi[[0, 5]] = -100
+    keep = yi != -100
+    assert torch.allclose(loss(X, yi), (e[Y] * ce)[keep].sum() / keep.sum())  # ignored items are not counted in N
+    # a mixed batch: one item of each class; the paper's mean and the weighted mean differ by the batch's mean weight
+    xb, yb = X[:4], torch.tensor([0, 1, 2, 3])
+    assert torch.allclose(loss(xb, yb) / FocalLoss(0., alpha=e)(xb, yb), e.mean())
+
+
+def test_soft_kappa_per_item_values():
+    "log=False: item i's value N*o_i/E, o_i its expected weighted disagreement, E the chance disagreement; mean and sum are the loss; log=True refuses 'none'"
+    C = 4
+    P = X.softmax(1)
+    W = (torch.arange(C)[:, None] - torch.arange(C)).double() ** 2
+    o = (W[Y] * P).sum(1)
+    E = (W * torch.outer(F.one_hot(Y, C).double().sum(0), P.sum(0))).sum() / len(Y)
+    per = SoftKappaLoss(log=False, reduction='none')(X, Y)
+    assert torch.allclose(per, (len(Y) * o + 1e-7) / (E + 1e-7))
+    assert torch.allclose(per.mean(), SoftKappaLoss(log=False)(X, Y)) and torch.allclose(per.sum(), SoftKappaLoss(log=False, reduction='sum')(X, Y))
+    assert per.std() > 0 and per.argmax() == o.argmax()
+    for w in (None, 'linear'):
+        assert torch.allclose(SoftKappaLoss(w, log=False, reduction='none')(X, Y).mean(), SoftKappaLoss(w, log=False)(X, Y))
+    loss = SoftKappaLoss()
+    loss.reduction = 'none'  # as fastai's get_preds(with_loss=True) and MixUp set it
+    with pytest.raises(ValueError, match=re.escape("SoftKappaLoss(log=True) has no per-item losses: the log of the batch's observed-to-chance disagreement ratio does not split into items")):
+        loss(X, Y)
+
+
+def _tiny_classification_learner(loss, n_classes):
+    "A linear model on 2-d points through fastai's `Datasets` + `Categorize` (so the loaders have a vocab, as ClassificationInterpretation needs)"
+    from fastai.data.core import Datasets
+    from fastai.data.transforms import Categorize
+    from fastai.learner import Learner
+    torch.manual_seed(0)
+    xs = torch.randn(48, 2)
+    ys = (xs[:, 0] * n_classes / 3 + n_classes / 2).clamp(0, n_classes - 1).long()
+    ys[:3] = torch.tensor([n_classes - 1, 0, n_classes - 1])  # three items far from their class
+    xs[:3] = torch.tensor([[-3., 0.], [3., 0.], [-2.5, 0.]])
+    dsets = Datasets(list(range(48)), [[lambda i: xs[i]], [lambda i: int(ys[i]), Categorize(vocab=list(range(n_classes)))]], splits=[list(range(48)), list(range(48))])
+    learn = Learner(dsets.dataloaders(bs=16, num_workers=0), torch.nn.Linear(2, n_classes), loss_func=loss)
+    with torch.no_grad():  # a model that ranks by x[:, 0]: the three planted items are its worst
+        learn.model.weight.zero_(); learn.model.weight[:, 0] = torch.linspace(-3, 3, n_classes); learn.model.bias.zero_()
+        if n_classes == 2: learn.model.weight[:, 0] = torch.tensor([-1.5, 1.5])
+    return learn
+
+
+def test_interpretation_with_batch_level_losses():
+    "ClassificationInterpretation.top_losses ranks the items of SoftKappaLoss(log=False) and PairwiseAUCLoss; SoftKappaLoss(log=True) says why it cannot and what to use"
+    from fastai.interpret import ClassificationInterpretation
+    for loss, k in ((SoftKappaLoss(log=False), 4), (PairwiseAUCLoss(), 2)):
+        learn = _tiny_classification_learner(loss, k)
+        with learn.no_bar(): interp = ClassificationInterpretation.from_learner(learn)
+        losses, idx = interp.top_losses(3)
+        assert sorted(idx.tolist()) == [0, 1, 2], (type(loss).__name__, idx, interp.losses[:5])  # the planted items first
+        assert len(interp.losses) == 48 and interp.losses.std() > 0 and loss.reduction == 'mean'
+    learn = _tiny_classification_learner(SoftKappaLoss(), 4)
+    with pytest.raises(ValueError, match=re.escape("Use SoftKappaLoss(log=False), whose per-item values are each item's share of the ratio (for interpretation, set learn.loss_func = SoftKappaLoss(log=False) first)")):
+        with learn.no_bar(): ClassificationInterpretation.from_learner(learn)
+    assert learn.loss_func.reduction == 'mean'
+    learn.loss_func = SoftKappaLoss(log=False)  # the message's advice
+    with learn.no_bar(): assert sorted(ClassificationInterpretation.from_learner(learn).top_losses(3)[1].tolist()) == [0, 1, 2]
+
+
+@pytest.mark.parametrize('loss', [FocalLoss(2.), FocalLoss(1., alpha=[1., 2., 3., 4.]), ClassBalancedLoss(counts=N), LogitAdjustedLoss(counts=N),
+                                  BalancedSoftmaxLoss(counts=N), LDAMLoss(counts=N, s=1.), SoftKappaLoss(), SoftKappaLoss(log=False, reduction='none')],
+                         ids=lambda l: type(l).__name__)
+def test_tabular_targets_one_column_of_class_codes(loss):
+    "fastai's tabular loaders give `(bs, 1)` class codes (int8 for few classes): the same loss as `(bs,)` targets, as fastai's CrossEntropyLossFlat"
+    y1 = Y[:, None].to(torch.int8)
+    assert y1.shape == (12, 1)
+    torch.testing.assert_close(loss(X, y1), loss(X, Y))
+    with pytest.raises(ValueError, match=r"got \(12, 2\)"): loss(X, Y[:, None].expand(12, 2))  # two columns are no class-index column
+
+
+def test_pairwise_auc_loss_takes_tabular_targets():
+    y = torch.tensor([0, 1, 0, 0, 1, 0])
+    x = torch.randn(6, 2, generator=g)
+    torch.testing.assert_close(PairwiseAUCLoss()(x, y[:, None]), PairwiseAUCLoss()(x, y))
