@@ -10,29 +10,53 @@ import warnings, numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
 from fastcore.basics import patch, ifnone, store_attr, noop
 from fastai.learner import Learner
-from fastai.interpret import ClassificationInterpretation
+from fastai.interpret import Interpretation, ClassificationInterpretation
 from sklearn.metrics import roc_curve, precision_recall_curve
-from .core import class_counts, local_inference, _numpy
-from .metrics import class_report, confusion_counts
+from .core import class_counts, local_inference, _numpy, _check_nonneg
+from .metrics import class_report, confusion_counts, _class_names
 
 
 # %% ../nbs/07_interpret.ipynb #i0000005
+def _counts_series(counts, vocab)->pd.Series:
+    "Training items per class as a Series indexed by `vocab`, checked: one finite count >= 0 per class"
+    a = _check_nonneg(counts, 'train_counts', len(vocab))
+    return pd.Series(a.astype(np.int64) if (a == a.round()).all() else a, index=list(vocab))
+
 class ImbalanceInterpretation(ClassificationInterpretation):
     "Interpretation of a classifier on skewed classes: per-class tables against training frequency, shots, top confusions, curves, thresholds"
-    def __init__(self, learn, dl, losses, act=None, preds=None, targs=None):
-        super().__init__(learn, dl, losses, act)
+    def __init__(self, learn, dl, losses, act=None, preds=None, targs=None,
+                 train_counts=None): # Training items per class, in class order (default: counted from `learn.dls.train` when first needed)
+        Interpretation.__init__(self, learn, dl, losses, act)  # fastai's subclass reads `dl.vocab`, which plain tensor data lacks
         if preds is None:
             with local_inference(learn): preds,targs = learn.get_preds(dl=dl, act=act)
-        self.probs,self.targs = preds.float(),targs.long()
-        if self.targs.ndim != 1: raise ValueError("ImbalanceInterpretation is for single-label classifiers (class-index targets)")
-        self.train_counts = class_counts(learn.dls.train).reindex(list(self.vocab)).fillna(0).astype(int)
+        p,t = preds.float(),targs
+        if t.ndim == 2 and t.shape[1] == 1 and t.shape == (len(p), 1): t = t[:, 0]  # tabular data's (n, 1) targets; a one-score model's
+        self.one_score = p.ndim == 2 and p.shape[1] == 1 and t.ndim == 1
+        if self.one_score: p = torch.cat([1 - p, p], 1)  # one score per item: the probabilities of classes 0 and 1
+        if t.ndim != 1 or p.ndim != 2: raise ValueError(f"ImbalanceInterpretation is for single-label classifiers (class-index targets); got predictions of shape {tuple(preds.shape)} and targets of shape {tuple(targs.shape)}")
+        self.probs,self.targs = p,t.long()
+        self.vocab = _class_names(dl, p.shape[1])  # the data's class names, else the class indices 0 ... C-1
+        self.train_counts = None if train_counts is None else _counts_series(train_counts, self.vocab)
+
+    @property
+    def train_counts(self)->pd.Series:
+        "Training items per class, in class order: as given, else counted from `learn.dls.train`"
+        if self._train_counts is None:
+            try: c = class_counts(self.learn.dls.train)
+            except (TypeError, ValueError, AttributeError) as e:
+                raise ValueError(f"this needs the training items per class, which could not be read from learn.dls.train ({e}); "
+                                 "pass them: ImbalanceInterpretation.from_learner(learn, train_counts=...), one count per class in class order") from None
+            self._train_counts = c.reindex(pd.Index(list(self.vocab), dtype=object)).fillna(0).astype(int)
+        return self._train_counts
+    @train_counts.setter
+    def train_counts(self, v): self._train_counts = None if v is None else v if isinstance(v, pd.Series) and len(v) == len(self.vocab) else _counts_series(v, self.vocab)
 
     @classmethod
-    def from_learner(cls, learn, ds_idx:int=1, dl=None, act=None):
+    def from_learner(cls, learn, ds_idx:int=1, dl=None, act=None, train_counts=None):
         "Construct from `learn` with one inference pass (fastai's runs one for the losses; the probabilities would need a second)"
         if dl is None: dl = learn.dls[ds_idx].new(shuffle=False, drop_last=False)
         with local_inference(learn): p,y,losses = learn.get_preds(dl=dl, with_loss=True, act=act)
-        return cls(learn, dl, losses, act, p, y)
+        return cls(learn, dl, losses, act, p, y, train_counts)
 
     def confusion_matrix(self)->np.ndarray:
         "Confusion matrix (rows: actual, columns: predicted) by one `bincount`, computed once (a copy: fastai's `most_confused` writes into it)"
@@ -181,6 +205,8 @@ def threshold_for(self:Learner, specificity:float=None, sensitivity:float=None, 
     self.remove_cb(OperatingThreshold)  # fastai removes every callback of the class: tuning never stacks
     interp = ImbalanceInterpretation.from_learner(self, dl=dl)
     r = interp.threshold_for(specificity=specificity, sensitivity=sensitivity, pos=pos)
+    if apply and interp.one_score: raise ValueError("apply=True shifts the logits of a two-class model, but this model outputs one score per item: decide at r['threshold'] "
+                                                   "through its loss instead (fastai's BCE losses: learn.loss_func.thresh = r['threshold'])")
     if apply: self.add_cb(OperatingThreshold(min(max(r['threshold'], 1e-7), 1 - 1e-7), 1 if pos is None else pos))
     return r
 

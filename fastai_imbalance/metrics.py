@@ -11,6 +11,7 @@ __all__ = ['absent_policies', 'StreamingMetric', 'ConfusionMetric', 'confusion_c
 import math, warnings
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np, pandas as pd, torch
+from torch import nn
 import torch.distributed as dist
 from fastcore.basics import store_attr, patch, ifnone
 from fastai.learner import Metric, Learner
@@ -68,13 +69,21 @@ def _warn_once(metric, msg):
     metric._seen.add(msg)
 
 def _nanavg(v, weights=None):
-    "Mean (or `weights`-weighted mean) of the non-NaN entries of `v`"
+    "Mean (or `weights`-weighted mean) of the non-NaN entries of `v`; weights all zero: the plain mean (scikit-learn's `_nanaverage`)"
     v = torch.as_tensor(v).double().cpu()
     keep = ~torch.isnan(v)
     if not keep.any(): return float('nan')
-    if weights is None: return float(v[keep].mean())
-    w = torch.as_tensor(weights, dtype=torch.float64)[keep]
+    w = None if weights is None else torch.as_tensor(weights, dtype=torch.float64).cpu()[keep]
+    if w is None or not w.sum() > 0: return float(v[keep].mean())
     return float((v[keep] * w).sum() / w.sum())
+
+_averages = ('macro', 'weighted', 'micro', 'none')
+
+def _check_average(average, allowed=_averages):
+    "`average` checked, scikit-learn's None read as 'none' (a value per class)"
+    average = 'none' if average is None else average
+    if average not in allowed: raise ValueError(f"unknown average {average!r}: use " + ', '.join(repr(a) for a in allowed) + " (or None, as 'none': a value per class)" * ('none' in allowed))
+    return average
 
 # %% ../nbs/05_metrics.ipynb #m0000008
 def _digest(v)->str:
@@ -88,35 +97,61 @@ def _to_host(t:torch.Tensor)->torch.Tensor:
     out = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
     return out.copy_(t, non_blocking=True)
 
+def _setting_key(v):
+    "A setting as a hashable value for `_key`: tensors and arrays by identity, sequences element by element, floats by `repr` (NaN equals NaN)"
+    if isinstance(v, (torch.Tensor, np.ndarray)): return ('id', id(v))
+    if isinstance(v, (list, tuple)): return tuple(_setting_key(o) for o in v)
+    if isinstance(v, float): return ('float', repr(v))
+    try: hash(v); return v
+    except TypeError: return ('id', id(v))
+
 class StreamingMetric(Metric):
     "Base of the metrics here: a batch of predictions becomes scores and targets, padding of `DistributedDL` is dropped, and the state is summed across ranks when the batches were sharded"
-    _base = 'metric'
-    _pass_attrs = ('state', 'flags', '_worst', '_shard', '_pos', '_cache', 'error_bound', '_cuda', '_n_cols', '_single', '_hint', '_ml')
+    _base,ignore_index = 'metric',None  # (class defaults: metrics pickled before a setting existed read them)
+    _pass_attrs = ('state', 'flags', '_worst', '_shard', '_pos', '_cache', 'error_bound', '_cuda', '_n_cols', '_single', '_hint', '_ml', '_probs')
     def __init__(self, axis:int=-1, # Class axis of the predictions, as in fastai's metrics
                  sample_weight=None, # A weight per scored item, in the order the loader gives them (scikit-learn's `sample_weight`)
-                 activation='auto', # 'auto' (the loss's own activation, else softmax or sigmoid), 'softmax', 'sigmoid', or None (scores as given)
+                 activation='auto', # 'auto' (the loss's own activation; without one, scores that are already probabilities as given, else softmax or sigmoid), 'softmax', 'sigmoid', or None (scores as given)
+                 ignore_index:int=None, # Target value to leave out (e.g. 255, segmentation's unlabelled pixels): those items (multilabel: those entries) are not scored
                  sync:bool=None, # Sum the state over ranks; None: when the batches came from a sharded `DistributedDL`
                  name:str=None): # Column name in fastai's table (default: the metric and the settings that change its value)
         if not isinstance(axis, int) or isinstance(axis, bool): raise TypeError(f"axis must be an int (the class axis, as in fastai's metrics), got {axis!r}: pass the other settings by name")
         if activation not in ('auto', 'softmax', 'sigmoid', None): raise ValueError(f"unknown activation {activation!r}: use 'auto', 'softmax', 'sigmoid' or None")
         if sync not in (None, True, False): raise ValueError(f"sync must be None, True or False, got {sync!r}")
+        if ignore_index is not None and (not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool)): raise TypeError(f"ignore_index must be an int (the target value to leave out) or None, got {ignore_index!r}")
         self.axis,self.activation,self.sync,self._name,self.vocab,self._seen = axis,activation,sync,name,None,set()
+        self.ignore_index = None if ignore_index is None else int(ignore_index)
         self.sample_weight = None if sample_weight is None else torch.as_tensor(_check_nonneg(sample_weight, 'sample_weight'))
         if self.sample_weight is not None and not (self.sample_weight > 0).any(): raise ValueError("sample_weight is all zero: every scored item would weigh nothing")
         self.reset()
 
     @property
     def name(self): return ifnone(self._name, '_'.join([self._base, *self._suffixes()]))
-    def _suffixes(self): return [f'sample_weighted_{_digest(self.sample_weight)}'] if self.sample_weight is not None else []
+    def _suffixes(self): return ([f'ignore_{self.ignore_index}'] if self.ignore_index is not None else []) + ([f'sample_weighted_{_digest(self.sample_weight)}'] if self.sample_weight is not None else [])
+
+    _value_only = ()  # settings read only when the value is computed from the state (never while a batch is prepared)
+    _prep_code = ('_record', '_activate', '_decide', '_needs_scores', '_prepare', '_row_weights', '_new_store')
+    def _key(self):
+        "What preparing a batch depends on, so that metrics of one learner share a prepared batch only when they would prepare it alike: the code that prepares it and every setting but `_value_only`"
+        code = tuple(getattr(type(self), f, None) for f in self._prep_code)
+        sets = tuple(sorted((k, _setting_key(v)) for k,v in vars(self).items()
+                            if not k.startswith('_') and k not in self._pass_attrs and k != 'vocab' and k not in self._value_only))
+        return code,sets
 
     def reset(self):
         self.state,self.flags,self._worst,self._shard,self._pos,self._cache,self.error_bound,self._hint = None,None,None,False,0,None,None,None
-        self._cuda,self._n_cols,self._single,self._ml = False,None,0,False
+        self._cuda,self._n_cols,self._single,self._ml,self._probs = False,None,0,False,None
 
     def __getstate__(self):
         "Pickled (`learn.export()`) with its settings, never a validation pass's state"
         return {k: v for k,v in self.__dict__.items() if k not in self._pass_attrs}
     def __setstate__(self, d): self.__dict__.update(d); self.reset()
+
+    def __call__(self, pred, targ):
+        "The metric of one batch, as fastai's metrics are called (`RocAuc()(preds, targs)`): the state is reset, `pred` and `targ` added, the value returned"
+        self.reset()
+        self.update(pred, targ)
+        return self.value
 
 # %% ../nbs/05_metrics.ipynb #m0000108
 @patch
@@ -134,10 +169,10 @@ def accumulate(self:StreamingMetric, learn):
     self._add(pred[:k], targ[:k], None, learn, start)
 
 @patch
-def update(self:StreamingMetric, pred:torch.Tensor, # Raw predictions (what the model outputs), or class indices for the confusion metrics
-           targ:torch.Tensor, # Class indices, or a 0/1 matrix shaped like `pred` for multilabel targets
+def update(self:StreamingMetric, pred:torch.Tensor, # Raw predictions (what the model outputs), probabilities, or class indices for the confusion metrics
+           targ:torch.Tensor, # Class indices (`(N,)`, or `(N, 1)` as tabular data gives them), or a 0/1 matrix shaped like `pred` for multilabel targets
            sample_weight=None): # This batch's item weights (default: the next entries of the metric's `sample_weight`)
-    "Add a batch by hand: what `accumulate` does with `learn.pred` and `learn.y`"
+    "Add a batch by hand: what `accumulate` does with `learn.pred` and `learn.y` (under `activation='auto'`, a batch of probabilities is taken as it is)"
     self._add(pred, targ, sample_weight)
 
 @patch
@@ -145,7 +180,7 @@ def _add(self:StreamingMetric, pred, targ, w=None, learn=None, start=None):
     if len(pred) != len(targ): raise ValueError(f"{len(pred)} predictions for {len(targ)} targets")
     if len(targ) == 0: return  # e.g. a batch of `DistributedDL` padding only: the state (if any) is unchanged
     lf = getattr(learn, 'loss_func', None)
-    key = (self._key(), self.axis, self.activation, id(self.sample_weight), w is None, start, type(lf))
+    key = (self._key(), w is None, start, type(lf))
     rec = None
     if learn is not None and w is None:  # the learner's other metrics may have prepared this batch already
         for m in getattr(learn, 'metrics', []):
@@ -157,6 +192,16 @@ def _add(self:StreamingMetric, pred, targ, w=None, learn=None, start=None):
     self._consume(rec)
 
 # %% ../nbs/05_metrics.ipynb #m0000109
+def _align(x, t, axis):
+    "Predictions and targets in the shapes `_kind` reads: `(N, 1)` class targets (tabular data) as `(N,)`, and one score per item with one target per item (`(N, 1)` and `(N, 1)`, `(N, 1)` and `(N,)`) as one binary problem of `(N,)` each"
+    if x.ndim >= 2 and x.ndim - 1 <= t.ndim <= x.ndim:
+        ax = axis % x.ndim
+        rest = x.shape[:ax] + x.shape[ax + 1:]
+        if t.ndim == x.ndim and t.shape[ax] == 1 and x.shape[ax] > 1 and t.shape[:ax] + t.shape[ax + 1:] == rest: return x,t.squeeze(ax)  # a class index per item against a column per class
+        if x.shape[ax] == 1 and (t.shape == x.shape or t.shape == rest): return x.reshape(-1),t.reshape(-1)  # one score (or decision) and one target per item
+    if x.ndim == 1 and t.shape == (len(x), 1): return x,t[:, 0]  # one score or predicted class per item, `(N, 1)` targets
+    return x,t
+
 def _kind(x, t):
     "'multilabel' (targets shaped like the predictions), 'binary' (one score per item), 'multiclass' (a column per class) or 'indices' (predicted classes)"
     if not x.is_floating_point(): return 'multilabel' if x.dtype == torch.bool and x.ndim == 2 and x.shape == t.shape else 'indices' if x.shape == t.shape else None
@@ -165,19 +210,42 @@ def _kind(x, t):
     if x.ndim == t.ndim + 1: return 'binary' if x.ndim == 2 and x.shape[1] == 1 else 'multiclass'
     return None
 
+def _torch_loss_activation(lf):
+    "What PyTorch's own losses (which have no `activation`) take: softmax logits (cross-entropy; NLL's log-probabilities, whose softmax is the probabilities), sigmoid logits, or probabilities (`BCELoss`: None); 'auto' for any other loss"
+    if isinstance(lf, (nn.CrossEntropyLoss, nn.NLLLoss)): return 'softmax'
+    if isinstance(lf, nn.BCEWithLogitsLoss): return 'sigmoid'
+    if isinstance(lf, nn.BCELoss): return None
+    return 'auto'
+
+def _probs_like(x, kind, axis, tol):
+    "Whether the batch `x` already holds probabilities: every value in [0, 1] and, for a column per class, every row summing to 1 within `tol` (a 0-d bool tensor on `x`'s device: no host sync)"
+    if not x.numel(): return torch.ones((), dtype=torch.bool, device=x.device)
+    lo,hi = torch.aminmax(x)
+    ok = (lo >= 0) & (hi <= 1)
+    if kind == 'multiclass': ok = ok & ((x.sum(axis) - 1).abs() <= tol).all()
+    return ok
+
 @patch
 def _activate(self:StreamingMetric, x, kind, lf):
-    "Scores from raw predictions: the loss's activation, or softmax/sigmoid as `activation` says (in float32 for half precision)"
-    if kind == 'indices' or not x.is_floating_point() or not self._needs_scores(kind): return x
-    x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    "Scores from raw predictions, and (when nothing says what they are) how the batch was read: the loss's activation, or softmax/sigmoid as `activation` says (in float32 for half precision)"
+    if kind == 'indices' or not x.is_floating_point() or not self._needs_scores(kind): return x,None
+    half = x.dtype in (torch.float16, torch.bfloat16)
+    x = x.float() if half else x
     act = self.activation
     if act == 'auto':
         f = getattr(lf, 'activation', None)
-        if callable(f): return _plain(f(x)).float()
-        act = 'softmax' if kind == 'multiclass' else 'sigmoid'
-    if act == 'softmax': return x.softmax(self.axis)
-    if act == 'sigmoid': return torch.sigmoid(x)
-    return x
+        if callable(f): return _plain(f(x)).float(),None
+        act = _torch_loss_activation(lf)
+    if act == 'auto':  # nothing says what the outputs are: probabilities are taken as they are (torchmetrics' rule, plus rows summing to 1 for softmax)
+        ok = _probs_like(x, kind, self.axis, 2e-2 if half else 1e-3)
+        probs = ok if self._probs is None else self._probs  # the first batch decides for the whole pass
+        read = dict(probs=probs, conflict=probs & ~ok)  # a batch that is not probabilities after batches read as such: an error when the value is read
+        act = (lambda v: v.softmax(self.axis)) if kind == 'multiclass' else torch.sigmoid
+        if x.device.type == 'cpu': return (x if probs else act(x)),read
+        return torch.where(probs, x, act(x)),read  # on a GPU: no host sync
+    if act == 'softmax': return x.softmax(self.axis),None
+    if act == 'sigmoid': return torch.sigmoid(x),None
+    return x,None
 
 def _flat(v, kind, axis):
     "Class axis last and items flattened: `(N, C)` scores or multilabel targets, `(N,)` class targets or predicted classes"
@@ -194,22 +262,27 @@ def _n_bad(x):
 @patch
 def _record(self:StreamingMetric, pred, targ, w, lf, start):
     "What one batch adds to the state, prepared once (and shared with the learner's other metrics that prepare it alike)"
-    x,t = _plain(pred).detach(),_plain(targ).detach()
+    x,t = _align(_plain(pred).detach(), _plain(targ).detach(), self.axis)
     kind = _kind(x, t)
     if kind is None: raise ValueError(f"targets of shape {tuple(t.shape)} fit neither single-label {tuple(x.shape[:-1])} nor multilabel {tuple(x.shape)} predictions")
     if len(x) != len(t): raise ValueError(f"{len(x)} predictions for {len(t)} targets")
     bad = _n_bad(x)
-    s = self._activate(x, kind, lf)
+    s,read = self._activate(x, kind, lf)
     dec = self._decide(s, kind, lf)  # an argmax needs no activation: raw outputs, as fastai's `accuracy`
     if kind in ('multiclass', 'multilabel', 'indices'):
         t = _flat(t, 'scores' if kind == 'multilabel' else 'targets', self.axis)
         s = _flat(s, 'targets' if kind == 'indices' else 'scores', self.axis)
         if dec is not None: dec = _flat(dec, 'scores' if kind == 'multilabel' else 'targets', self.axis)
+    keep = None
+    if self.ignore_index is not None:  # items (multilabel: entries) whose target is `ignore_index` are not scored
+        ig = t == self.ignore_index
+        keep,t = ~ig,t.masked_fill(ig, 0)
     from_sw = w is None and self.sample_weight is not None
     if from_sw: w = self._next_weights(len(t), start).to(s.device)  # checked when the metric was made
     elif w is not None: w = torch.as_tensor(_check_nonneg(w, 'sample_weight', len(t), 'scored item'), device=s.device)
     rec = dict(kind=kind, n=len(t), bad=bad, from_sw=from_sw, start=start)
-    rec.update(self._prepare(s, t, kind, w, dec))
+    if read is not None: rec.update(read)
+    rec.update(self._prepare(s, t, kind, w, dec, keep))
     return rec
 
 @patch
@@ -223,20 +296,22 @@ def _next_weights(self:StreamingMetric, n, start):
 @patch
 def _consume(self:StreamingMetric, rec):
     "Add a prepared batch to this metric's own state"
-    if self.flags is None: self.flags = torch.zeros(3, dtype=torch.float64, device=rec['bad'].device)
+    if self.flags is None: self.flags = torch.zeros(5, dtype=torch.float64, device=rec['bad'].device)
     self.flags[0] += rec['bad']
     if 'bad_t' in rec: self.flags[1] += rec['bad_t']
     if 'bad_s' in rec: self.flags[0] += rec['bad_s']
     if rec['from_sw']:
         self.flags[2] += rec['n']
         if rec['start'] is None: self._pos += rec['n']
+    if 'probs' in rec:
+        if self._probs is None: self._probs = rec['probs']  # how the first batch was read
+        self.flags[3] += rec['conflict']
     if 'worst' in rec: self._worst = rec['worst'] if self._worst is None else torch.maximum(self._worst, rec['worst'])
     if rec['kind'] == 'multilabel': self._ml = True
     self._update(rec)
 
 StreamingMetric._decide = lambda self, s, kind, lf: None  # decisions are the confusion metrics' business
 StreamingMetric._needs_scores = lambda self, kind: True
-StreamingMetric._key = lambda self: type(self)
 
 # %% ../nbs/05_metrics.ipynb #m0000110
 @patch
@@ -252,12 +327,16 @@ def _checked(self:StreamingMetric):
         self._n_cols,self._single = int(head[1]),int(head[2])
     elif self.state is None: return None
     if self._cuda: torch.cuda.synchronize()  # pinned copies still in flight
-    f = self.flags if self.flags is not None else torch.zeros(3, dtype=torch.float64)
+    f = self.flags if self.flags is not None else torch.zeros(5, dtype=torch.float64)
     f = _all_reduce(f.cpu()) if sync else f.cpu()
     if f[0] > 0: raise ValueError(f"{self.name}: {int(f[0])} predictions were {self._bad_pred}")
     if f[1] > 0:
         if not getattr(self, '_ml', False): raise ValueError(f"{self.name}: {int(f[1])} targets lie outside the model's {self._n_cols} classes" + (f" (e.g. {self._worst.item():g})" if self._worst is not None else ''))
         raise ValueError(f"{self.name}: {int(f[1])} multilabel targets are not 0 or 1" + (f" (e.g. {self._worst.item():g})" if self._worst is not None else ''))
+    if f[3] > 0:
+        raise ValueError(f"{self.name}: with activation='auto' and no loss to say what the outputs are, the first batch was read as probabilities "
+                         f"(every value in [0, 1]; with a column per class, rows summing to 1), but {int(f[3])} later batches are not probabilities: "
+                         "pass activation='softmax' or 'sigmoid' for raw outputs, or activation=None for probabilities")
     if self.sample_weight is not None and int(f[2]) != len(self.sample_weight):
         raise ValueError(f"{self.name}: sample_weight has {len(self.sample_weight)} entries but {int(f[2])} items were scored")
     return sync
@@ -283,13 +362,21 @@ class ConfusionMetric(StreamingMetric):
 
     _bad_pred = 'NaN or inf, or class indices outside the classes'
     def _suffixes(self): return ([f'threshold_{self.threshold:g}'] if self.threshold is not None else []) + super()._suffixes()
-    def _key(self): return ('confusion', self.threshold, self.n_classes)
     def _needs_scores(self, kind): return kind == 'binary' or kind == 'multilabel' or self.threshold is not None  # an argmax needs no activation
 
     @property
     def counts(self)->torch.Tensor:
         "The `(3, C)` state: true positives, support (targets) and predicted count of each class"
         return None if self.state is None else self.state[:3 * self._n_cols].view(3, self._n_cols)
+
+    def __call__(self, pred, targ):
+        "The metric of one batch, as fastai's are called; predicted classes need no `n_classes` here: the classes are those the batch holds, as in scikit-learn"
+        p,t = _plain(pred),_plain(targ)
+        if self.n_classes is not None or p.is_floating_point() or p.dtype == torch.bool or not p.numel(): return super().__call__(pred, targ)
+        t = t if self.ignore_index is None else t[t != self.ignore_index]
+        self.n_classes = int(max(p.max(), t.max() if t.numel() else 0)) + 1
+        try: return super().__call__(pred, targ)
+        finally: self.n_classes = None
 
 # %% ../nbs/05_metrics.ipynb #m0000011
 @patch
@@ -307,23 +394,27 @@ def _decide(self:ConfusionMetric, s, kind, lf):
     return s > ifnone(self.threshold, 0.5) if kind == 'multilabel' else (s.reshape(len(s), -1)[:, -1] > ifnone(self.threshold, 0.5)).long()
 
 @patch
-def _prepare(self:ConfusionMetric, s, t, kind, w, dec):
+def _prepare(self:ConfusionMetric, s, t, kind, w, dec, keep=None):
+    "Per-class sums of one batch: `keep` (from `ignore_index`) masks the items (multilabel: the entries) left out"
     if kind == 'multilabel':
         p,y = dec.bool(),t > 0.5
         bad = ~((t == 0) | (t == 1))
+        if keep is not None: p,y = p & keep,y & keep
         ww = torch.ones(len(t), dtype=torch.float64, device=s.device) if w is None else w.double()
         add = torch.stack([(p & y).double().t() @ ww, y.double().t() @ ww, p.double().t() @ ww, y.double().sum(0), p.double().sum(0)])
         return dict(C=t.shape[1], add=add, extra=torch.stack([ww.sum(), ww.new_zeros(())]), shape=tuple(t.shape), bad_t=bad.sum(),
                     worst=torch.where(bad, t.double(), -float('inf')).max())
-    C = self.n_classes if kind == 'indices' else 2 if kind == 'binary' else s.shape[-1]
+    C = (ifnone(self.n_classes, 2 if s.dtype == torch.bool else None) if kind == 'indices' else 2 if kind == 'binary' else s.shape[-1])  # decisions (bool): two classes
     if C is None: raise ValueError(f"{self.name}: class-index predictions need n_classes=...")
     pc,tt = dec.reshape(-1).long(),t.reshape(-1)
     bad_t = (tt < 0) | (tt >= C) | (tt != tt.round() if tt.is_floating_point() else torch.zeros_like(tt, dtype=torch.bool))
     bad_p = (pc < 0) | (pc >= C)
+    if keep is not None: bad_p = bad_p & keep
     tt,pc = tt.long().clamp(0, C - 1),pc.clamp(0, C - 1)
     ww = torch.ones(len(tt), dtype=torch.float64, device=s.device) if w is None else w.double()
+    if keep is not None: ww = ww * keep
     ww,extra = self._row_weights(tt, pc, ww, C)
-    one = torch.ones_like(ww)
+    one = torch.ones_like(ww) if keep is None else keep.double()  # items left out are not seen
     idx = torch.cat([tt, C + tt, 2 * C + pc, 3 * C + tt, 4 * C + pc])  # rows: true positives, support, predicted, and unweighted support and predicted
     val = torch.cat([ww * (tt == pc), ww, ww, one, one])  # (a class seen only with weight 0 is still present, as in scikit-learn)
     return dict(C=C, idx=idx, val=val, extra=torch.stack([ww.sum(), extra]), bad_t=bad_t.sum(), bad_s=bad_p.sum(),
@@ -410,8 +501,8 @@ def _check_labels(labels):
 
 # %% ../nbs/05_metrics.ipynb #m0000013
 class BalancedAccuracy(ConfusionMetric):
-    "Mean recall over the classes present in the targets (`adjusted`: rescaled so that chance is 0), as scikit-learn's `balanced_accuracy_score`"
-    _base = 'balanced_accuracy'
+    "Mean recall over the classes present in the targets (`adjusted`: rescaled so that chance is 0), as scikit-learn's `balanced_accuracy_score`: by definition the macro average of the recalls (per class: `per_class()`)"
+    _base,_value_only = 'balanced_accuracy',('adjusted', 'absent')
     def __init__(self, axis:int=-1, sample_weight=None, adjusted:bool=False, # fastai's arguments, with their meaning
                  absent:str='skip', # Classes absent from the targets: 'skip' (as scikit-learn, with one warning), 'nan' or 'raise'
                  **kwargs):
@@ -439,15 +530,18 @@ class BalancedAccuracy(ConfusionMetric):
 _zero_div = ('warn', 0., 1.)
 
 class MacroF1(_Labelled, ConfusionMetric):
-    "F1 averaged over the classes present in the targets or the predictions (multilabel: over every label), as scikit-learn's `f1_score(average='macro')`"
-    _base,multilabel_ok = 'macro_f1',True
+    "F1 averaged over the classes present in the targets or the predictions (multilabel: over every label), as scikit-learn's `f1_score(average='macro')`; `average` also gives scikit-learn's 'weighted', 'micro' and per-class (None) F1"
+    multilabel_ok,_value_only,average = True,('labels', 'zero_division', 'average'),'macro'
     def __init__(self, labels=None, # Classes to average over (indices or names); None: those in the targets or predictions (every label, multilabel)
                  zero_division='warn', # F1 of a class with no target and no prediction: 'warn' (0, with a warning), 0, 1 or `np.nan` (left out)
+                 average:str='macro', # 'macro'; 'weighted' (by support); 'micro' (counts pooled over the classes); 'none' or None: the F1 of each class (those `average='macro'` averages), as an array
                  **kwargs):
         if not (zero_division in _zero_div or (isinstance(zero_division, float) and math.isnan(zero_division))):
             raise ValueError(f"zero_division must be 'warn', 0, 1 or np.nan, got {zero_division!r}")
-        self.labels,self.zero_division = _check_labels(labels),zero_division
+        self.labels,self.zero_division,self.average = _check_labels(labels),zero_division,_check_average(average)
         super().__init__(**kwargs)
+    @property
+    def _base(self): return 'macro_f1' if self.average == 'macro' else f"f1_{'per_class' if self.average == 'none' else self.average}"
     def _suffixes(self): return self._label_suffix() + ([f'zero_division_{self.zero_division:g}'] if self.zero_division != 'warn' else []) + super()._suffixes()
 
     def _value(self, st):
@@ -456,24 +550,30 @@ class MacroF1(_Labelled, ConfusionMetric):
         idx = self._label_idx(C)
         if idx is None: idx = torch.nonzero(present).flatten() if self._single else torch.arange(C)
         tp,sup,pred = tp[idx],sup[idx],pred[idx]
+        if len(idx) == 0: return np.zeros(0) if self.average == 'none' else float('nan')  # no class to average over
+        micro = self.average == 'micro'
+        if micro: tp,sup,pred = tp.sum(0, keepdim=True),sup.sum(0, keepdim=True),pred.sum(0, keepdim=True)  # one pooled count
         f1 = _div(2 * tp, sup + pred)
         undef = torch.isnan(f1)
         if undef.any():
             zd = self.zero_division
             if zd == 'warn':
-                _warn_once(self, f"{self.name}: F1 of class {_names(idx[undef].tolist(), self.vocab)} is undefined (no target, none predicted): "
-                                 "counted as 0, as scikit-learn does; pass zero_division=np.nan to leave it out")
+                _warn_once(self, f"{self.name}: " + ("pooled F1 is undefined (no target, none predicted in the classes averaged)" if micro else
+                                 f"F1 of class {_names(idx[undef].tolist(), self.vocab)} is undefined (no target, none predicted)") +
+                                 ": counted as 0, as scikit-learn does; pass zero_division=np.nan to leave it out")
                 zd = 0.
             f1[undef] = float(zd)
         ghost = (sup == 0) & (pred > 0)
-        if ghost.any(): _warn_once(self, f"{self.name}: class {_names(idx[ghost].tolist(), self.vocab)} is predicted but absent from the targets: its F1 is 0, "
-                                         "as in scikit-learn's macro F1 (pass labels= to average over chosen classes)")
-        return _nanavg(f1)
+        if ghost.any() and self.average in ('macro', 'none'):
+            _warn_once(self, f"{self.name}: class {_names(idx[ghost].tolist(), self.vocab)} is predicted but absent from the targets: its F1 is 0, "
+                             "as in scikit-learn's macro F1 (pass labels= to average over chosen classes)")
+        if self.average == 'none': return f1.numpy()
+        return _nanavg(f1, sup if self.average == 'weighted' else None)
 
 # %% ../nbs/05_metrics.ipynb #m0000015
 class GMean(_Labelled, ConfusionMetric):
     "Geometric mean of the per-class recalls over the classes in the targets or the predictions, as imbalanced-learn's `geometric_mean_score`"
-    _base = 'g_mean'
+    _base,_value_only = 'g_mean',('labels', 'correction')
     def __init__(self, labels=None, # Classes to average over (indices or names); None: those in the targets or predictions
                  correction:float=0., # Recalls of 0 are replaced by this (imbalanced-learn's `correction`)
                  **kwargs):
@@ -505,7 +605,6 @@ class CohenKappa(ConfusionMetric):
         self.weights,self.labels = weights,_check_labels(labels)
         super().__init__(axis=axis, sample_weight=sample_weight, **kwargs)
     def _suffixes(self): return ([self.weights] if self.weights else []) + _Labelled._label_suffix(self) + super()._suffixes()
-    def _key(self): return ('kappa', self.threshold, self.n_classes, self.weights, None if self.labels is None else tuple(map(str, self.labels)))
     _label_idx = _Labelled._label_idx
 
 # %% ../nbs/05_metrics.ipynb #m0000017
@@ -555,17 +654,33 @@ def _value(self:CohenKappa, st):
     return float(1 - wo / we)
 
 # %% ../nbs/05_metrics.ipynb #m0000115
+def _class_names(o, n:int)->list:
+    "Names of the `n` classes of `o` (a `DataLoaders` or `DataLoader`): its vocab (the last one, for text's `[words, classes]`), or the class indices `0 ... n-1` when it has none (a `TensorDataset`) or one of another length"
+    v = getattr(o, 'vocab', None)
+    if v is not None and not isinstance(v, str) and len(v) and not isinstance(v[-1], str) and hasattr(v[-1], '__len__'): v = v[-1]
+    return list(v) if v is not None and len(v) == n else list(range(n))
+
+def _train_counts(learn, names):
+    "Training items of each of the classes `names`, in that order, or None when `learn.dls.train` does not give its labels"
+    from fastai_imbalance.core import class_counts
+    try: c = class_counts(learn.dls.train)
+    except (TypeError, ValueError, AttributeError): return None
+    if c.attrs.get('multilabel') and len(c) != len(names): return None
+    c = c.reindex(pd.Index(names, dtype=object))
+    return None if c.isna().all() else c.fillna(0).astype(np.int64).values
+
 @patch
 def class_report(self:Learner, dl=None, # Data to score (default: the validation set)
-                 threshold:float=None, # Multilabel decision threshold (default: the loss's `decodes`)
+                 threshold:float=None, # Multilabel (or one-score binary) decision threshold (default: the loss's `decodes`)
                 )->pd.DataFrame:
-    "Per-class support, precision, recall and F1 of `self` on `dl`, most frequent training class first"
-    from fastai_imbalance.core import class_counts, local_inference
+    "Per-class support, precision, recall and F1 of `self` on `dl`, most frequent training class first (classes named by the vocab, else `0 ... C-1`)"
+    from fastai_imbalance.core import local_inference
     with local_inference(self): p,y,d = self.get_preds(dl=ifnone(dl, self.dls.valid), with_decoded=True)
-    m = MacroF1(n_classes=p.shape[-1], threshold=threshold)
-    if threshold is None: m.update(d if d.dtype == torch.bool or d.ndim == y.ndim and y.shape != p.shape else d, y)
-    else: m.update(p, y)
-    return class_report(m.counts, self.dls.vocab, class_counts(self.dls.train).values)
+    C = 2 if p.ndim == 2 and p.shape[1] == 1 and y.numel() == len(y) else p.shape[-1]  # one score per item: classes 0 and 1
+    m = MacroF1(n_classes=C, threshold=threshold, activation=None)  # `get_preds` has applied the loss's activation
+    m.update(d if threshold is None else p, y)
+    names = _class_names(self.dls, C)
+    return class_report(m.counts, names, _train_counts(self, names))
 
 # %% ../nbs/05_metrics.ipynb #09fec734
 def _groups(s:torch.Tensor):
@@ -661,9 +776,12 @@ def _ranked_sums(S:torch.Tensor, # `(k, n)` scores (or int32 keys of scores), on
 
 def _weighted_sums(S, pos, w, spec:float, sens:float, max_fpr=None)->dict:
     "Exact AUC (or partial AUC), AP and operating points of each row of `S` with item weights `w`, from a full ranking with indices"
+    if S.shape[1] == 0:  # no item (every one left out): nothing is defined
+        z = torch.zeros(len(S), dtype=torch.float64)
+        return dict(auc=z / 0, ap=z / 0, sens_at_spec=z / 0, spec_at_sens=z / 0, P=z, N=z)
     o = S.argsort(dim=1, descending=True)
     s,y = S.gather(1, o),pos.gather(1, o)
-    ww = torch.ones(S.shape, dtype=torch.float64) if w is None else w.double()[o]
+    ww = torch.ones(S.shape, dtype=torch.float64) if w is None else w.double().t().gather(1, o) if w.ndim == 2 else w.double()[o]  # per item, or per entry `(n, k)`
     tp,fp = (ww * y).cumsum(1),(ww * ~y).cumsum(1)
     end = torch.ones_like(y)
     end[:, :-1] = s[:, 1:] != s[:, :-1]
@@ -691,12 +809,12 @@ def exact_curve_sums(scores:torch.Tensor, # `(n, k)` scores, one column per clas
 
 # %% ../nbs/05_metrics.ipynb #m0000118
 class _ExactStore:
-    "Exact-mode state: every item's scores, positives and weights in growing buffers; one copy for all the metrics of a learner that share it"
-    def __init__(self, k:int, single:bool, device='cpu', pinned:bool=False, capacity:int=1024, weighted:bool=False, dtype=torch.float32):
+    "Exact-mode state: every item's scores, positives and weights (per item, or per entry when multilabel entries are left out) in growing buffers; one copy for all the metrics of a learner that share it"
+    def __init__(self, k:int, single:bool, device='cpu', pinned:bool=False, capacity:int=1024, weighted:bool=False, dtype=torch.float32, per_entry:bool=False):
         self.k,self.single,self.pinned,self.n,self.sums,self.lo = k,single,pinned,0,{},None
         self.S = self._empty((capacity, k), dtype, device)
         self.P = self._empty((capacity,) if single else (capacity, k), torch.long if single else torch.bool, device)
-        self.W = self._empty((capacity,), torch.float64, device) if weighted else None
+        self.W = self._empty((capacity, k) if per_entry else (capacity,), torch.float64, device) if weighted else None
 
     def _empty(self, shape, dtype, device): return torch.empty(shape, dtype=dtype, device=device, pin_memory=self.pinned)
 
@@ -712,17 +830,20 @@ class _ExactStore:
         if self.W is not None: self.W = grown(self.W)
 
     def add(self, S, P, W=None):
-        "Append a batch: `(n, k)` scores, `(n,)` class indices or `(n, k)` positives, `(n,)` weights or None"
+        "Append a batch: `(n, k)` scores, `(n,)` class indices or `(n, k)` positives, `(n,)` (or `(n, k)`) weights or None"
         n,i = len(S),self.n
         self._grow(i + n)
         self.S[i:i + n].copy_(S, non_blocking=self.pinned)
         self.P[i:i + n].copy_(P, non_blocking=self.pinned)
         m = S.min() if S.numel() else S.new_zeros(())  # on the scores' device: no host sync
         self.lo = m if self.lo is None else torch.minimum(self.lo, m)
-        if W is not None and self.W is None: self.W = self._empty((len(self.S),), torch.float64, self.S.device).fill_(1.)  # earlier rows weigh 1
+        if W is not None and self.W is None: self.W = self._empty((len(self.S), *W.shape[1:]), torch.float64, self.S.device).fill_(1.)  # earlier rows weigh 1
+        if W is not None and W.ndim > self.W.ndim:  # per-entry weights after per-item ones
+            if self.pinned: torch.cuda.synchronize()
+            self.W = self._empty((len(self.S), self.k), torch.float64, self.S.device).copy_(self.W[:, None].expand(-1, self.k))
         if self.W is not None:
             if W is None: self.W[i:i + n] = 1.
-            else: self.W[i:i + n].copy_(W, non_blocking=self.pinned)
+            else: self.W[i:i + n].copy_(W if W.ndim == self.W.ndim else W[:, None].expand(-1, self.k), non_blocking=self.pinned)
         self.n += n
         self.sums.clear()
 
@@ -756,7 +877,7 @@ class _ExactStore:
             if not general: r = _ranked_sums(S, P, c0, spec, sens, bufs[1])
             else:
                 if self.single: P = P[None] == torch.arange(c0, c0 + len(S), device=P.device)[:, None]
-                r = _weighted_sums(S, P, w, spec, sens, max_fpr)
+                r = _weighted_sums(S, P, w if w is None or w.ndim == 1 else w[:, c0:c0 + len(S)], spec, sens, max_fpr)
             res.append({m: v.cpu() for m,v in r.items()})
         out = {m: torch.cat([r[m] for r in res]) if res else torch.zeros(0, dtype=torch.float64) for m in ('auc', 'ap', 'sens_at_spec', 'spec_at_sens', 'P', 'N')}
         P,N = out.pop('P'),out.pop('N')
@@ -807,10 +928,10 @@ class _BinnedStore:
             if w is None: h[0].index_add_(0, idx, one.expand(len(idx)))
             else:
                 neg = ~(P[:, None] == torch.arange(c0, c1, device=P.device)) if P.ndim == 1 else ~P[:, c0:c1]
-                h[0].index_add_(0, idx, (w[:, None] * neg).flatten().to(h.dtype))
+                h[0].index_add_(0, idx, ((w[:, None] if w.ndim == 1 else w[:, c0:c1]) * neg).flatten().to(h.dtype))
         r = torch.arange(n, device=b.device)
         pidx = b[r, P] + P.to(torch.int32) * nb if P.ndim == 1 else (b + torch.arange(self.k, dtype=torch.int32, device=b.device) * nb)[P]
-        pw = one.expand(len(pidx)) if w is None else (w if P.ndim == 1 else w[:, None].expand_as(P)[P]).to(h.dtype)
+        pw = one.expand(len(pidx)) if w is None else (w if P.ndim == 1 else (w[:, None].expand_as(P) if w.ndim == 1 else w)[P]).to(h.dtype)
         h[1].index_add_(0, pidx, pw)
         self.sums.clear()
 
@@ -896,7 +1017,7 @@ def ovo_auc(scores:torch.Tensor, # `(n, C)` class probabilities
 class RankingMetric(StreamingMetric):
     "Per-class (one-vs-rest) ranking metric, exact (scores kept on the CPU, ranked once) or binned (constant-memory histograms)"
     which = 'auc'
-    def __init__(self, axis:int=-1, average:str='macro', # 'macro', 'weighted' (by positives) or 'micro' (all classes pooled)
+    def __init__(self, axis:int=-1, average:str='macro', # 'macro', 'weighted' (by positives), 'micro' (all classes pooled), or 'none' (None): the value of each class, as an array
                  sample_weight=None, # A weight per scored item, in the loader's order
                  max_fpr:float=None, # Standardised partial AUC up to this false positive rate (binary and multilabel, as scikit-learn)
                  multi_class:str='ovr', # 'ovr' (one-vs-rest), 'ovo' (one-vs-one, Hand & Till; RocAuc, exact) or 'raise' (refuse multiclass outputs)
@@ -907,11 +1028,11 @@ class RankingMetric(StreamingMetric):
                  on_device:bool=False, # Exact mode: keep the scores on the predictions' device instead of the CPU
                  chunk:int=256, # Columns ranked at a time in exact mode (bounds memory)
                  **kwargs):
-        if average not in ('macro', 'weighted', 'micro'): raise ValueError(f"unknown average {average!r}: use 'macro', 'weighted' or 'micro'")
+        average = _check_average(average)
         if multi_class not in ('ovr', 'ovo', 'raise'): raise ValueError(f"unknown multi_class {multi_class!r}: use 'ovr', 'ovo' or 'raise'")
         if multi_class == 'ovo':
             if self.which != 'auc' or thresholds is not None: raise ValueError("multi_class='ovo' is RocAuc's, in exact mode (thresholds=None)")
-            if average == 'micro' or sample_weight is not None or max_fpr is not None:
+            if average in ('micro', 'none') or sample_weight is not None or max_fpr is not None:
                 raise ValueError("multi_class='ovo' takes average='macro' or 'weighted', without sample_weight or max_fpr (as scikit-learn)")
         if max_fpr is not None and (self.which != 'auc' or not 0 < max_fpr <= 1): raise ValueError(f"max_fpr must lie in (0, 1] and is RocAuc's, got {max_fpr!r}")
         if thresholds is not None and (int(thresholds) != thresholds or thresholds < 2): raise ValueError(f"thresholds must be an integer >= 2 or None, got {thresholds!r}")
@@ -922,18 +1043,17 @@ class RankingMetric(StreamingMetric):
         store_attr('average,max_fpr,multi_class,thresholds,pos,absent,spec,sens,on_device,chunk')
         super().__init__(axis=axis, sample_weight=sample_weight, **kwargs)
 
-    _base = 'ranking'
+    _base,_value_only = 'ranking',('spec', 'sens', 'absent', 'chunk')
     def _suffixes(self):
-        return ((['ovo'] if self.multi_class == 'ovo' else []) + ([self.average] if self.average != 'macro' else []) +
+        return ((['ovo'] if self.multi_class == 'ovo' else []) + ([{'none': 'per_class'}.get(self.average, self.average)] if self.average != 'macro' else []) +
                 ([f'max_fpr_{self.max_fpr:g}'] if self.max_fpr is not None else []) + ([f'pos_{self.pos}'] if self.pos is not None else []) +
                 ([f'binned_{self.thresholds}'] if self.thresholds is not None else []) + ([f'absent_{self.absent}'] if self.absent != 'skip' else []) + super()._suffixes())
-    def _key(self): return ('ranking', self.average, self.multi_class, self.thresholds, self.pos, self.on_device)
     def _bound_key(self): return f'{self.which}_bound'
 
 # %% ../nbs/05_metrics.ipynb #m0000018
 @patch
-def _prepare(self:RankingMetric, s, t, kind, w, dec):
-    "One-vs-rest score columns and their positives, added to the store this metric shares with its siblings"
+def _prepare(self:RankingMetric, s, t, kind, w, dec, keep=None):
+    "One-vs-rest score columns and their positives, added to the store this metric shares with its siblings; `keep` (from `ignore_index`): single-label items left out are dropped, multilabel entries weigh 0"
     if kind == 'indices': raise ValueError(f"{self.name} ranks scores: pass the model's outputs, not predicted classes")
     C = s.shape[-1] if kind in ('multiclass', 'multilabel') else 2
     if kind == 'multiclass' and C > 2:
@@ -944,6 +1064,7 @@ def _prepare(self:RankingMetric, s, t, kind, w, dec):
     if kind == 'multilabel':
         sc,P,bad = s,t > 0.5,~((t == 0) | (t == 1))
         rec.update(bad_t=bad.sum(), worst=torch.where(bad, t.double(), -float('inf')).max())
+        if keep is not None: w = keep.double() if w is None else w.double()[:, None] * keep  # per-entry weights
     else:
         tt = t.reshape(-1)
         bad = (tt < 0) | (tt >= C) | ((tt != tt.round()) if tt.is_floating_point() else torch.zeros_like(tt, dtype=torch.bool))
@@ -955,16 +1076,17 @@ def _prepare(self:RankingMetric, s, t, kind, w, dec):
             if kind == 'binary' and pos == 0: sc = 1 - sc
             P = (tt == pos)[:, None]
         else: sc,P = s,tt.long().clamp(0, C - 1)
+        if keep is not None: sc,P,w = sc[keep],P[keep],None if w is None else w[keep]
     if self.average == 'micro' and self.multi_class != 'ovo':
         if P.ndim == 1: P = P[:, None] == torch.arange(C, device=P.device)  # not F.one_hot: on CUDA it syncs to check the range
-        if w is not None: w = w.repeat_interleave(sc.shape[1])
+        if w is not None: w = w.reshape(-1) if w.ndim == 2 else w.repeat_interleave(sc.shape[1])
         sc,P = sc.reshape(-1, 1),P.reshape(-1, 1)
     k = sc.shape[1]
     if self.state is not None and k != self._n_cols: raise ValueError(f"{self.name}: a batch with {k} score columns does not match the earlier batches' {self._n_cols}")
     if self.thresholds is not None: rec['bad_s'] = _n_outside(sc)  # histograms bin probabilities
     sc,w = (sc if sc.dtype == torch.float64 else sc.float()),None if w is None else w.double()  # float64 scores keep their precision
     if self.state is not None and self.thresholds is None and self.state.S.dtype != sc.dtype: raise ValueError(f"{self.name}: a batch of {sc.dtype} scores after batches of {self.state.S.dtype}")
-    st = self.state if self.state is not None else self._new_store(k, P.ndim == 1, sc.device, w is not None, sc.dtype)
+    st = self.state if self.state is not None else self._new_store(k, P.ndim == 1, sc.device, w is not None, sc.dtype, w is not None and w.ndim == 2)
     st.add(sc, P, w)
     return dict(rec, k=k, single=int(P.ndim == 1), store=st, batch=(sc, P, w))
 
@@ -976,10 +1098,10 @@ def _n_outside(x):
     return ((x < 0) | (x > 1)).sum()
 
 @patch
-def _new_store(self:RankingMetric, k, single, device, weighted, dtype=torch.float32):
+def _new_store(self:RankingMetric, k, single, device, weighted, dtype=torch.float32, per_entry=False):
     if self.thresholds is not None: return _BinnedStore(k, int(self.thresholds), device, weighted)
     pinned = device.type == 'cuda' and not self.on_device
-    return _ExactStore(k, single, device if self.on_device else 'cpu', pinned, max(1, int(getattr(self, '_hint', 1024) or 1024)), weighted, dtype)
+    return _ExactStore(k, single, device if self.on_device else 'cpu', pinned, max(1, int(getattr(self, '_hint', 1024) or 1024)), weighted, dtype, per_entry)
 
 @patch
 def _update(self:RankingMetric, rec):
@@ -995,7 +1117,8 @@ RankingMetric._bad_pred = 'NaN or inf (or, binned, scores outside [0, 1])'
 def _reduced(self:RankingMetric, sync):
     "The store, or (on a rank whose whole shard was padding) an empty one of the same shape"
     st = self.state
-    return st if st is not None else self._new_store(self._n_cols, bool(self._single), torch.device('cpu'), self.sample_weight is not None)
+    per_entry = self.ignore_index is not None and not self._single  # multilabel entries left out: a weight per entry
+    return st if st is not None else self._new_store(self._n_cols, bool(self._single), torch.device('cpu'), self.sample_weight is not None or per_entry, per_entry=per_entry)
 
 @patch
 def _value(self:RankingMetric, st):
@@ -1003,13 +1126,15 @@ def _value(self:RankingMetric, st):
     if self.multi_class == 'ovo': return self._ovo(st._read(st.S, self._do_sync()), st.targets(self._do_sync()), vocab)
     r = st.curve_sums(self.spec, self.sens, self.max_fpr, self.chunk, self._do_sync())
     w = r['positives'] if self.average == 'weighted' else None
-    if self.thresholds is not None: self.error_bound = _nanavg(r[self._bound_key()], w)  # bounds the average's error too
+    if self.thresholds is not None:  # bounds the average's error too (average='none': each class's)
+        b = r[self._bound_key()]
+        self.error_bound = (float(b[0]) if len(b) == 1 else b.double().numpy()) if self.average == 'none' else _nanavg(b, w)
     if self._n_cols == 1 and vocab is None and self.vocab is not None and len(self.vocab) >= 2: vocab = [self.vocab[ifnone(self.pos, 1)]]
     return self._average(r[self.which], w, vocab)
 
 @patch
 def _average(self:RankingMetric, v, w, vocab):
-    "Average per-class values under the `absent` policy: a class where the metric is undefined is never averaged in as 0"
+    "Average per-class values under the `absent` policy: a class where the metric is undefined is never averaged in as 0 (average='none': the values, NaN where undefined; one column scored: its value)"
     bad = torch.isnan(v)
     if bad.any():
         names = _names(torch.nonzero(bad).flatten().tolist(), vocab)
@@ -1017,8 +1142,9 @@ def _average(self:RankingMetric, v, w, vocab):
                if self.which == 'ap' else "has no positive or no negative in the targets, which scikit-learn refuses to score")
         if self.absent == 'raise': raise ValueError(f"{self.name}: class {names} has no positive" + ("" if self.which == 'ap' else " or no negative") +
                                                     " in the targets, so the metric is undefined for it (absent='raise')")
-        if self.absent == 'nan': return float('nan')
-        _warn_once(self, f"{self.name}: skipped class {names}, which {why} (absent='skip')")
+        if self.absent == 'nan' and self.average != 'none': return float('nan')
+        if self.absent == 'skip': _warn_once(self, f"{self.name}: " + ("skipped" if self.average != 'none' else "NaN for") + f" class {names}, which {why} (absent='skip')")
+    if self.average == 'none': return float(v[0]) if len(v) == 1 else v.double().cpu().numpy()
     return _nanavg(v, w)
 
 @patch

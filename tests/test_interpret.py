@@ -196,3 +196,60 @@ def test_label_thresholds_on_a_learner(ml_path):
     with pytest.raises(ValueError, match=re.escape('AsymmetricLoss decides at thresh=0.3')): learn.label_thresholds()
     learn.loss_func = SoftmaxMultilabelLoss(dls)
     with pytest.raises(ValueError, match='SoftmaxMultilabelLoss.s activation is not an elementwise sigmoid'): learn.label_thresholds()
+
+
+def _tensor_learner(y, C, seed=0):
+    "A plain-tensor `Learner`: `TensorDataset`s (no vocab), a linear model over 4 features, fastai's cross-entropy"
+    from torch import nn
+    from torch.utils.data import TensorDataset
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(y), 4, generator=g); x[:, 0] += 1.5 * y.float()
+    n = len(y) // 2
+    torch.manual_seed(seed)
+    dls = DataLoaders.from_dsets(TensorDataset(x[:n], y[:n]), TensorDataset(x[n:], y[n:]), bs=32)
+    return Learner(dls, nn.Linear(4, C), loss_func=CrossEntropyLossFlat())
+
+
+def test_plain_tensor_learner_class_report_and_threshold_for():
+    "Data without a vocab: the classes are named by their indices 0 ... C-1"
+    g = torch.Generator().manual_seed(1)
+    y = torch.bucketize(torch.rand(400, generator=g), torch.tensor([.6, .9]))  # classes 0, 1, 2: 60%, 30%, 10%
+    learn = _tensor_learner(y, 3)
+    with learn.no_bar(): p, yv = learn.get_preds()
+    rep = learn.class_report()
+    assert sorted(rep.index) == [0, 1, 2] and list(rep.train) == sorted(np.bincount(y[:200].numpy(), minlength=3), reverse=True)
+    assert rep.loc[2, 'recall'] == pytest.approx(recall_score(yv, p.argmax(1), average=None, labels=range(3), zero_division=0)[2])
+    it = ImbalanceInterpretation.from_learner(learn)
+    assert it.vocab == [0, 1, 2] and (it.confusion_matrix() == confusion_matrix(yv, p.argmax(1), labels=range(3))).all()
+    assert int(it.shot_table(many=50, few=30).loc['all', 'valid items']) == 200
+    yb = (y == 2).long()
+    lb = _tensor_learner(yb, 2)
+    r = lb.threshold_for(specificity=.9)
+    with lb.no_bar(): pb, yvb = lb.get_preds()
+    fpr, tpr, _ = roc_curve(yvb, pb[:, 1], drop_intermediate=False)
+    assert r['specificity'] >= .9 and r['sensitivity'] == pytest.approx(tpr[fpr <= .1 + 1e-12].max())
+    assert list(r['confusion'].index) == ['actual negative', 'actual positive']
+
+
+def test_interpretation_without_training_counts_says_what_to_pass():
+    "Data whose labels cannot be read without loading it: thresholds still work; the tables that need training counts say how to pass them"
+    from torch.utils.data import Dataset
+    g = torch.Generator().manual_seed(2)
+    y = (torch.rand(300, generator=g) < .2).long()
+    learn = _tensor_learner(y, 2)
+    class Items(Dataset):  # (x, y) items behind a plain Dataset: no `targets`, no tensors to read
+        def __init__(self, ds): self.ds = ds
+        def __len__(self): return len(self.ds)
+        def __getitem__(self, i): return self.ds[i]
+    from fastai.data.core import DataLoaders
+    learn.dls = DataLoaders.from_dsets(Items(learn.dls.train_ds), Items(learn.dls.valid_ds), bs=32)
+    it = ImbalanceInterpretation.from_learner(learn)
+    assert it.threshold_for(specificity=.8)['specificity'] >= .8
+    with pytest.raises(ValueError, match=re.escape("pass them: ImbalanceInterpretation.from_learner(learn, train_counts=...), one count per class in class order")):
+        it.shot_table()
+    it2 = ImbalanceInterpretation.from_learner(learn, train_counts=[240, 60])
+    assert list(it2.per_class().train) == [240, 60]
+    with pytest.raises(ValueError, match="train_counts has 3 entries but must have 2, one per class"): ImbalanceInterpretation.from_learner(learn, train_counts=[1, 2, 3])

@@ -202,8 +202,8 @@ def test_binned_metrics_stay_within_their_bounds(d, T):
     sw = None if w is None else torch.tensor(w)
     for cls, kw in ((RocAuc, {}), (AveragePrecision, {}), (SensitivityAtSpecificity, dict(spec=.7)), (SpecificityAtSensitivity, dict(sens=.6)),
                     (RocAuc, dict(average='weighted')), (RocAuc, dict(average='micro'))):
-        e = run(cls(**kw), z, y, bs, sw)
-        m = cls(thresholds=T, **kw)
+        e = run(cls(activation='softmax', **kw), z, y, bs, sw)  # logits by hand: coarse ones can look like probabilities (rows of 0.5, 0.5)
+        m = cls(thresholds=T, activation='softmax', **kw)
         b = run(m, z, y, bs, sw)
         assert (np.isnan(e) and np.isnan(b)) or abs(e - b) <= m.error_bound + 1e-9, (cls.__name__, kw, e, b, m.error_bound)
 
@@ -559,3 +559,344 @@ def test_names_tell_settings_apart():
     assert MacroF1(labels=[0, 1]).name != MacroF1(labels=[2, 3]).name == 'macro_f1_labels_2_3'
     assert RocAuc(sample_weight=[1., 2.]).name != RocAuc(sample_weight=[2., 1.]).name
     assert MacroF1(zero_division=np.nan).name == 'macro_f1_zero_division_nan' and RocAuc(absent='nan').name == 'roc_auc_absent_nan'
+
+
+# --- one learner, many settings; probabilities by hand; one-column targets; one-batch calls; ignore_index; averages ---
+
+def tensor_learner(C=5, n=400, seed=0, metrics=(), bs=64, y=None):
+    "A plain-tensor `Learner` (`TensorDataset`s, a linear model, fastai's cross-entropy) over 4 features and `C` skewed classes"
+    from torch import nn
+    from torch.utils.data import TensorDataset
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    if y is None: y = torch.bucketize(x[:, 0] + torch.randn(n, generator=g), torch.linspace(-1, 2, C - 1))  # skewed: the top classes are rare
+    torch.manual_seed(seed)
+    dls = DataLoaders.from_dsets(TensorDataset(x[:n // 2], y[:n // 2]), TensorDataset(x[n // 2:], y[n // 2:]), bs=bs)
+    return Learner(dls, nn.Linear(4, C), loss_func=CrossEntropyLossFlat(), metrics=list(metrics))
+
+
+def test_settings_on_one_learner_each_give_their_own_value():
+    "Metrics of one learner share a prepared batch only when they would prepare it alike: every setting gives its own reference value"
+    mets = [MacroF1(), MacroF1(labels=[0, 2]), MacroF1(average='weighted'), MacroF1(average='micro'), MacroF1(zero_division=np.nan, labels=[0, 1, 2, 3, 4]),
+            BalancedAccuracy(), BalancedAccuracy(adjusted=True), GMean(), GMean(correction=.01), GMean(labels=[1, 2, 3]),
+            CohenKappa(), CohenKappa(weights='quadratic'), CohenKappa(weights='linear', labels=[0, 1, 2]), CohenKappa(labels=[1, 2, 3]),
+            RocAuc(), RocAuc(average='weighted'), RocAuc(average='micro'), RocAuc(multi_class='ovo'), RocAuc(pos=2), RocAuc(thresholds=64),
+            AveragePrecision(), AveragePrecision(average='micro'), AveragePrecision(average='weighted')]
+    learn = tensor_learner(5, metrics=mets)
+    with learn.no_bar(), learn.no_logging(): vals = learn.validate()[1:]
+    learn.metrics = []
+    p, y = learn.get_preds()
+    yp, Y = p.argmax(1), np.eye(5)[y]
+    assert len(set(y.tolist())) == 5  # every class present: scikit-learn's multiclass scores are defined
+    refs = [skm.f1_score(y, yp, average='macro'), skm.f1_score(y, yp, labels=[0, 2], average='macro'), skm.f1_score(y, yp, average='weighted'),
+            skm.f1_score(y, yp, average='micro'), skm.f1_score(y, yp, labels=range(5), average='macro', zero_division=np.nan),
+            skm.balanced_accuracy_score(y, yp), skm.balanced_accuracy_score(y, yp, adjusted=True), geometric_mean_score(y, yp),
+            geometric_mean_score(y, yp, correction=.01), geometric_mean_score(y, yp, labels=[1, 2, 3]),
+            skm.cohen_kappa_score(y, yp, labels=range(5)), skm.cohen_kappa_score(y, yp, weights='quadratic', labels=range(5)),
+            skm.cohen_kappa_score(y, yp, weights='linear', labels=[0, 1, 2]), skm.cohen_kappa_score(y, yp, labels=[1, 2, 3]),
+            skm.roc_auc_score(y, p, multi_class='ovr'), skm.roc_auc_score(y, p, multi_class='ovr', average='weighted'),
+            skm.roc_auc_score(Y, p, average='micro'), skm.roc_auc_score(y, p, multi_class='ovo'), skm.roc_auc_score(y == 2, p[:, 2]), None,
+            skm.average_precision_score(Y, p), skm.average_precision_score(Y, p, average='micro'), skm.average_precision_score(Y, p, average='weighted')]
+    refs[19] = refs[14]
+    for m, v, r in zip(mets, vals, refs):
+        assert v == pytest.approx(r, abs=m.error_bound if m.error_bound is not None else 1e-9), (m.name, v, r)
+    assert len({m.name for m in mets}) == len(mets)
+
+
+def test_partial_auc_after_a_plain_auc_on_one_learner_still_refuses_multiclass():
+    learn = tensor_learner(5, metrics=[RocAuc(), RocAuc(max_fpr=.1)])
+    with pytest.raises(ValueError, match=re.escape("roc_auc_max_fpr_0.1: partial AUC (max_fpr) is not available for multiclass outputs")):
+        with learn.no_bar(), learn.no_logging(): learn.validate()
+    learn.metrics = []
+    p, y = learn.get_preds()
+    with pytest.raises(ValueError, match="Partial AUC computation not available in multiclass setting"): skm.roc_auc_score(y, p, multi_class='ovr', max_fpr=.1)
+
+
+def test_binary_settings_on_one_learner_each_give_their_own_value():
+    mets = [RocAuc(), RocAuc(max_fpr=.1), RocAuc(max_fpr=.3), RocAuc(pos=0), AveragePrecision(), AveragePrecision(pos=0),
+            SensitivityAtSpecificity(.9), SensitivityAtSpecificity(.7), SpecificityAtSensitivity(.8), MacroF1(), MacroF1(threshold=.3),
+            BalancedAccuracy(), BalancedAccuracy(threshold=.3)]
+    learn = tensor_learner(2, metrics=mets)
+    with learn.no_bar(), learn.no_logging(): vals = learn.validate()[1:]
+    learn.metrics = []
+    p, y = learn.get_preds()
+    s = p[:, 1]
+    fpr, tpr, _ = skm.roc_curve(y, s, drop_intermediate=False)
+    refs = [skm.roc_auc_score(y, s), skm.roc_auc_score(y, s, max_fpr=.1), skm.roc_auc_score(y, s, max_fpr=.3), skm.roc_auc_score(1 - y, p[:, 0]),
+            skm.average_precision_score(y, s), skm.average_precision_score(1 - y, p[:, 0]), tpr[fpr <= .1 + 1e-12].max(), tpr[fpr <= .3 + 1e-12].max(),
+            (1 - fpr[tpr >= .8 - 1e-12]).max(), skm.f1_score(y, p.argmax(1), average='macro'), skm.f1_score(y, s > .3, average='macro'),
+            skm.balanced_accuracy_score(y, p.argmax(1)), skm.balanced_accuracy_score(y, s > .3)]
+    for m, v, r in zip(mets, vals, refs): assert v == pytest.approx(r, abs=1e-9), (m.name, v, r)
+
+
+_alt = dict(axis=1, activation='sigmoid', ignore_index=255, sync=True, threshold=.3, n_classes=4, weights='linear', labels=[0, 1], average='micro',
+            max_fpr=.5, multi_class='raise', thresholds=10, pos=0, on_device=True, sample_weight=[1.], adjusted=True, absent='nan', zero_division=0.,
+            correction=.01, spec=.5, sens=.5, chunk=8)
+
+@pytest.mark.parametrize('cls', [BalancedAccuracy, MacroF1, GMean, CohenKappa, RocAuc, AveragePrecision, SensitivityAtSpecificity, SpecificityAtSensitivity])
+def test_every_setting_a_batch_is_prepared_with_is_in_the_sharing_key(cls):
+    "A setting left out of the key must be one the value alone reads (`_value_only`); every other one keeps two metrics from sharing a prepared batch"
+    base = cls()
+    settings = [k for k in vars(base) if not k.startswith('_') and k not in base._pass_attrs and k != 'vocab']
+    assert {'axis', 'activation', 'ignore_index', 'sample_weight', 'sync'} <= set(settings) and set(cls._value_only) <= set(settings)
+    for k in settings:
+        try: other = cls(**{k: _alt[k]})
+        except ValueError: continue  # a setting this metric refuses alone (max_fpr of AveragePrecision)
+        assert (other._key() == base._key()) == (k in cls._value_only), (cls.__name__, k)
+
+
+def test_probabilities_by_hand_are_taken_as_they_are():
+    g = torch.Generator().manual_seed(0)
+    z, y = torch.randn(300, 5, generator=g) * 2, torch.randint(0, 5, (300,), generator=g)
+    p = z.softmax(1)
+    ref = skm.roc_auc_score(y, p, multi_class='ovr')
+    for bs in (300, 64):
+        assert run(RocAuc(), p, y, bs) == pytest.approx(ref, abs=1e-12)  # no second softmax
+        assert run(RocAuc(), z, y, bs) == pytest.approx(ref, abs=1e-12)  # logits: softmax
+        assert run(AveragePrecision(), p, y, bs) == pytest.approx(skm.average_precision_score(np.eye(5)[y], p), abs=1e-12)
+        ph = p.half().float()  # float16 rows sum to 1 within its precision
+        assert run(RocAuc(), p.half(), y, bs) == pytest.approx(np.mean([skm.roc_auc_score(y == c, ph[:, c]) for c in range(5)]), abs=1e-12)
+    assert RocAuc()(p, y) == pytest.approx(ref, abs=1e-12)
+    q = torch.rand(300, 5, generator=g)  # in [0, 1] but rows not summing to 1: raw outputs
+    assert run(RocAuc(), q, y, 64) == pytest.approx(skm.roc_auc_score(y, q.softmax(1), multi_class='ovr'), abs=1e-12)
+    # one probability per item: decided at 0.5 (or threshold=), not at sigmoid(p) > 0.5
+    s, yb = torch.sigmoid(torch.randn(300, generator=g) - 1), (torch.rand(300, generator=g) < .3).long()
+    for pred in (s, s[:, None]):
+        assert run(BalancedAccuracy(), pred, yb, 64) == pytest.approx(skm.balanced_accuracy_score(yb, s > .5), abs=1e-12)
+        assert run(MacroF1(threshold=.3), pred, yb, 64) == pytest.approx(skm.f1_score(yb, s > .3, average='macro'), abs=1e-12)
+        assert run(SensitivityAtSpecificity(.9), pred, yb, 64) == pytest.approx(run(SensitivityAtSpecificity(.9, activation=None), pred, yb, 64), abs=1e-12)
+    # multilabel probabilities
+    Y, P = (torch.rand(300, 4, generator=g) < .3).float(), torch.rand(300, 4, generator=g)
+    assert run(MacroF1(), P, Y, 64) == pytest.approx(skm.f1_score(Y, P > .5, average='macro'), abs=1e-12)
+    assert run(MacroF1(), P * 6 - 3, Y, 64) == pytest.approx(skm.f1_score(Y, P > .5, average='macro'), abs=1e-12)  # logits: sigmoid
+    # the first batch decides; raw outputs after batches read as probabilities are an error that says what to pass
+    m = RocAuc(); m.update(p[:100], y[:100]); m.update(z[100:], y[100:])
+    with pytest.raises(ValueError, match=r"roc_auc: with activation='auto' and no loss to say what the outputs are, the first batch was read as probabilities .* but 1 later batches are not probabilities: pass activation='softmax' or 'sigmoid' for raw outputs, or activation=None"):
+        m.value
+    m = RocAuc(); m.update(z[:100], y[:100]); m.update(p[100:], y[100:])  # logits first: later batches are logits too, whatever they look like
+    assert m.value == pytest.approx(skm.roc_auc_score(y, torch.cat([p[:100], p[100:].softmax(1)]), multi_class='ovr'), abs=1e-12)
+
+
+def test_pytorch_losses_say_what_the_outputs_are():
+    from torch import nn
+    g = torch.Generator().manual_seed(1)
+    z, y = torch.rand(64, 3, generator=g), torch.randint(0, 3, (64,), generator=g)
+    z = z / z.sum(1, keepdim=True)  # logits that look like probabilities: the loss says they are logits
+    for lf, want in ((nn.CrossEntropyLoss(), z.softmax(1)), (None, z)):
+        m = RocAuc(); m.accumulate(SimpleNamespace(pred=z, yb=(y,), dl=None, loss_func=lf, metrics=[m]))
+        assert m.value == pytest.approx(skm.roc_auc_score(y, want, multi_class='ovr'), abs=1e-12)
+    s, yb = torch.rand(64, generator=g), torch.randint(0, 2, (64,), generator=g)
+    for lf, want in ((nn.BCEWithLogitsLoss(), torch.sigmoid(s) > .5), (nn.BCELoss(), s > .5)):
+        m = MacroF1(); m.accumulate(SimpleNamespace(pred=s, yb=(yb,), dl=None, loss_func=lf, metrics=[m]))
+        assert m.value == pytest.approx(skm.f1_score(yb, want, average='macro'), abs=1e-12)
+
+
+_one_col = [(lambda: BalancedAccuracy(), lambda y, s: skm.balanced_accuracy_score(y, s > .5)),
+            (lambda: MacroF1(), lambda y, s: skm.f1_score(y, s > .5, average='macro')),
+            (lambda: MacroF1(threshold=.3), lambda y, s: skm.f1_score(y, s > .3, average='macro')),
+            (lambda: MacroF1(average=None), lambda y, s: skm.f1_score(y, s > .5, average=None)),
+            (lambda: GMean(), lambda y, s: geometric_mean_score(y, s > .5)),
+            (lambda: CohenKappa(), lambda y, s: skm.cohen_kappa_score(y, s > .5)),
+            (lambda: RocAuc(), lambda y, s: skm.roc_auc_score(y, s)),
+            (lambda: RocAuc(max_fpr=.2), lambda y, s: skm.roc_auc_score(y, s, max_fpr=.2)),
+            (lambda: AveragePrecision(), lambda y, s: skm.average_precision_score(y, s)),
+            (lambda: SensitivityAtSpecificity(.8), lambda y, s: (lambda f, t: t[f <= .2 + 1e-12].max())(*skm.roc_curve(y, s, drop_intermediate=False)[:2]))]
+
+@pytest.mark.parametrize('make,ref', _one_col, ids=['balanced_accuracy', 'macro_f1', 'macro_f1_threshold', 'f1_per_class', 'g_mean', 'cohen_kappa', 'roc_auc', 'roc_auc_max_fpr', 'average_precision', 'sensitivity_at_specificity'])
+def test_one_column_targets_are_one_binary_problem(make, ref):
+    "(N, 1) scores with (N, 1) targets (a one-column MultiCategoryBlock with BCE) score as (N,) ones: one binary problem, both classes"
+    g = torch.Generator().manual_seed(4)
+    y = (torch.rand(300, generator=g) < .25).long()
+    z = torch.randn(300, generator=g) + 1.2 * y - .8
+    want = ref(y.numpy(), torch.sigmoid(z).numpy())
+    for pred in (z, z[:, None]):
+        for targ in (y, y[:, None], y[:, None].float()):
+            np.testing.assert_allclose(run(make(), pred, targ, 64), want, atol=1e-12)
+
+
+def test_one_column_multicategory_learner():
+    "Through fastai: a `MultiCategoryBlock(encoded=True)` with one column and BCE gives (bs, 1) targets and (bs, 1) logits"
+    import pandas as pd
+    from torch import nn
+    from fastai.data.all import DataBlock, TransformBlock, MultiCategoryBlock, IndexSplitter
+    from fastai.learner import Learner
+    from fastai.losses import BCEWithLogitsLossFlat
+    import fastai_imbalance.interpret  # Learner.threshold_for
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(300, 4)), columns=list('abcd')); df['pos'] = (df.a + rng.normal(size=300) > 1.2).astype(int)
+    db = DataBlock(blocks=(TransformBlock, MultiCategoryBlock(encoded=True, vocab=['pos'])), get_x=lambda r: torch.tensor(r[list('abcd')].values.astype(np.float32)),
+                   get_y=lambda r: [r.pos], splitter=IndexSplitter(range(200, 300)))
+    dls = db.dataloaders(df, bs=32)
+    assert dls.one_batch()[1].shape == (32, 1)
+    mets = [m() for m, _ in _one_col]
+    torch.manual_seed(0)
+    learn = Learner(dls, nn.Linear(4, 1), loss_func=BCEWithLogitsLossFlat(), metrics=mets)
+    with learn.no_bar(), learn.no_logging(): vals = learn.validate()[1:]
+    learn.metrics = []
+    p, y = learn.get_preds()
+    assert p.shape == y.shape == (100, 1)
+    for m, v, (_, ref) in zip(mets, vals, _one_col): np.testing.assert_allclose(v, ref(y[:, 0].numpy(), p[:, 0].numpy()), atol=1e-9, err_msg=m.name)
+    rep = learn.class_report()
+    assert list(rep.sort_index().support) == [int((y == 0).sum()), int((y == 1).sum())]
+    r = learn.threshold_for(specificity=.8)  # one probability per item: thresholds on it
+    fpr, tpr, _ = skm.roc_curve(y[:, 0], p[:, 0], drop_intermediate=False)
+    assert r['specificity'] >= .8 and r['sensitivity'] == pytest.approx(tpr[fpr <= .2 + 1e-12].max())
+    with pytest.raises(ValueError, match=re.escape("this model outputs one score per item: decide at r['threshold'] through its loss instead")):
+        learn.threshold_for(specificity=.8, apply=True)
+
+
+def test_a_metric_called_on_one_batch_equals_fastais():
+    "fastai's metrics are callable on one batch (`RocAuc()(preds, targs)`); the library's are too, with the same number, and also take logits"
+    import fastai.metrics as fm
+    from fastai_imbalance import all as fa
+    g = torch.Generator().manual_seed(5)
+    y = torch.randint(0, 4, (200,), generator=g); z = torch.randn(200, 4, generator=g); z[torch.arange(200), y] += 1
+    p, yp = z.softmax(1), z.argmax(1)
+    yb, s = (y == 0).long(), p[:, 0]
+    cases = [(fa.RocAuc(), fm.RocAuc(), (p, y)), (fa.RocAuc(average='weighted'), fm.RocAuc(average='weighted'), (p, y)),
+             (fa.RocAuc(multi_class='ovo'), fm.RocAuc(multi_class='ovo'), (p, y)), (fa.RocAuc(), fm.RocAucBinary(), (s, yb)),
+             (fa.RocAuc(max_fpr=.3), fm.RocAucBinary(max_fpr=.3), (s, yb)), (fa.BalancedAccuracy(), fm.BalancedAccuracy(), (yp, y)),
+             (fa.BalancedAccuracy(adjusted=True), fm.BalancedAccuracy(adjusted=True), (yp, y)), (fa.CohenKappa(), fm.CohenKappa(), (yp, y)),
+             (fa.CohenKappa(weights='quadratic'), fm.CohenKappa(weights='quadratic'), (yp, y)), (fa.BalancedAccuracy(), fm.BalancedAccuracy(), (yp[:50], y[:50]))]
+    for ours, theirs, args in cases:
+        assert ours(*args) == pytest.approx(theirs(*args), abs=1e-12), ours.name
+    # against scikit-learn, and logits too (fastai's need probabilities or predicted classes)
+    assert fa.RocAuc()(z, y) == pytest.approx(skm.roc_auc_score(y, p, multi_class='ovr'), abs=1e-12)
+    assert fa.BalancedAccuracy()(z, y) == pytest.approx(skm.balanced_accuracy_score(y, yp), abs=1e-12)
+    assert fa.CohenKappa()(z, y) == pytest.approx(skm.cohen_kappa_score(y, yp), abs=1e-12)
+    for m, ref in ((MacroF1(), skm.f1_score(y, yp, average='macro')), (GMean(), geometric_mean_score(y, yp)),
+                   (AveragePrecision(), skm.average_precision_score(np.eye(4)[y], p)), (MacroF1(average='none'), skm.f1_score(y, yp, average=None))):
+        np.testing.assert_allclose(m(yp if isinstance(m, ConfusionMetric) else p, y), ref, atol=1e-12)
+        np.testing.assert_allclose(m(z, y), ref, atol=1e-12)
+    fpr, tpr, _ = skm.roc_curve(yb, s, drop_intermediate=False)
+    assert SensitivityAtSpecificity(.9)(s, yb) == pytest.approx(tpr[fpr <= .1 + 1e-12].max(), abs=1e-12)
+    assert SpecificityAtSensitivity(.9)(s, yb) == pytest.approx((1 - fpr[tpr >= .9 - 1e-12]).max(), abs=1e-12)
+    m = RocAuc(); m.update(z[:100], y[:100])
+    assert m(p[100:], y[100:]) == pytest.approx(skm.roc_auc_score(y[100:], p[100:], multi_class='ovr'), abs=1e-12)  # a call resets first, as fastai's
+
+
+@st.composite
+def with_ignored(draw):
+    "Single-label data where some targets are the ignore value (255, or a class index)"
+    z, y, bs, w = draw(single_label(min_c=2, max_c=5))
+    g = np.random.default_rng(draw(st.integers(0, 2**31)))
+    ign = draw(st.sampled_from([255, -1, 0]))
+    y = y.clone(); y[torch.tensor(g.random(len(y)) < .3)] = ign
+    return z.float(), y, bs, w, ign
+
+
+@hyp
+@given(with_ignored())
+def test_ignore_index_leaves_those_items_out(d):
+    z, y, bs, w, ign = d
+    keep = (y != ign).numpy()
+    C = z.shape[1]
+    sw = None if w is None else torch.tensor(w)
+    yk, zk, wk = y.numpy()[keep], z.numpy()[keep], None if w is None else w[keep]
+    ypk = zk.argmax(1)
+    for cls, kw in ((BalancedAccuracy, {}), (MacroF1, {}), (MacroF1, dict(average='weighted')), (MacroF1, dict(average='micro')), (GMean, {}),
+                    (CohenKappa, {}), (CohenKappa, dict(weights='quadratic')), (RocAuc, {}), (AveragePrecision, {}), (RocAuc, dict(thresholds=16)),
+                    (SensitivityAtSpecificity, {}), (RocAuc, dict(average='micro'))):
+        kw = dict(kw, activation='softmax')  # logits by hand (coarse ones can look like probabilities)
+        got = run(cls(ignore_index=ign, **kw), z, y, bs, sw)
+        if not keep.any(): assert got is None or np.isnan(got); continue
+        ref = run(cls(**kw), torch.tensor(zk), torch.tensor(yk), bs, None if wk is None else torch.tensor(wk))  # the kept items alone
+        assert close(got, ref, 1e-12), (cls.__name__, kw, got, ref)
+    if keep.any() and (wk is None or wk.sum() > 0):
+        assert close(run(BalancedAccuracy(ignore_index=ign), z, y, bs, sw), skm.balanced_accuracy_score(yk, ypk, sample_weight=wk))
+        assert close(run(MacroF1(ignore_index=ign, average='weighted'), z, y, bs, sw), skm.f1_score(yk, ypk, average='weighted', sample_weight=wk))
+        assert close(run(CohenKappa(ignore_index=ign), z, y, bs, sw), skm.cohen_kappa_score(yk, ypk, labels=range(C), sample_weight=wk))
+        Yk, pk = np.eye(C)[yk], torch.tensor(zk).softmax(1).numpy()
+        ok = [c for c in range(C) if 0 < Yk[:, c].sum() < len(yk)]
+        if ok and wk is None:
+            assert close(run(RocAuc(ignore_index=ign, activation='softmax'), z, y, bs, sw), np.mean([skm.roc_auc_score(Yk[:, c], pk[:, c]) for c in ok]))
+
+
+def test_ignore_index_on_segmentation_and_multilabel_targets():
+    g = torch.Generator().manual_seed(6)
+    z, y = torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 3, (4, 8, 8), generator=g)
+    y[:, :2] = 255  # unlabelled pixels
+    keep = (y != 255).flatten()
+    zf, yf = z.movedim(1, -1).reshape(-1, 3)[keep], y.flatten()[keep]
+    pf, ypf = zf.softmax(1).numpy(), zf.argmax(1).numpy()
+    with pytest.raises(ValueError, match="targets lie outside the model's 3 classes"): run(MacroF1(axis=1), z, y, 2)  # without ignore_index: refused
+    refs = {BalancedAccuracy: skm.balanced_accuracy_score(yf, ypf), MacroF1: skm.f1_score(yf, ypf, average='macro'), GMean: geometric_mean_score(yf, ypf),
+            CohenKappa: skm.cohen_kappa_score(yf, ypf), RocAuc: skm.roc_auc_score(yf, pf, multi_class='ovr'), AveragePrecision: skm.average_precision_score(np.eye(3)[yf], pf)}
+    for cls, ref in refs.items():
+        m = cls(axis=1, ignore_index=255)
+        assert run(m, z, y, 2) == pytest.approx(ref, abs=1e-9) and m.name.endswith('ignore_255')
+    # multilabel: entries marked -1 are left out of their label only
+    Y = (torch.rand(200, 4, generator=g) < .3).float(); S = torch.rand(200, 4, generator=g)
+    Y[torch.rand(200, 4, generator=g) < .2] = -1
+    w = torch.rand(200, generator=g).numpy()
+    for weights in (None, w):
+        def per_label(f, **kw):
+            return np.mean([f(Y[Y[:, j] >= 0, j], S[Y[:, j] >= 0, j], sample_weight=None if weights is None else weights[(Y[:, j] >= 0).numpy()], **kw) for j in range(4)])
+        sw = None if weights is None else torch.tensor(weights)
+        assert run(RocAuc(activation=None, ignore_index=-1), S, Y, 32, sw) == pytest.approx(per_label(skm.roc_auc_score), abs=1e-9)
+        assert run(AveragePrecision(activation=None, ignore_index=-1), S, Y, 32, sw) == pytest.approx(per_label(skm.average_precision_score), abs=1e-9)
+        f1 = np.mean([skm.f1_score(Y[Y[:, j] >= 0, j], S[Y[:, j] >= 0, j] > .5, sample_weight=None if weights is None else weights[(Y[:, j] >= 0).numpy()]) for j in range(4)])
+        assert run(MacroF1(activation=None, ignore_index=-1), S, Y, 32, sw) == pytest.approx(f1, abs=1e-9)
+        b = RocAuc(activation=None, ignore_index=-1, thresholds=50)
+        assert abs(run(b, S, Y, 32, sw) - per_label(skm.roc_auc_score)) <= b.error_bound + 1e-12
+    keep = (Y >= 0).numpy().ravel()
+    assert run(RocAuc(activation=None, ignore_index=-1, average='micro'), S, Y, 32) == pytest.approx(skm.roc_auc_score(Y.numpy().ravel()[keep], S.numpy().ravel()[keep]), abs=1e-9)
+    with pytest.raises(TypeError, match="ignore_index must be an int"): MacroF1(ignore_index=255.5)
+
+
+@hyp
+@given(single_label(), st.sampled_from([None, 'weighted', 'micro']), st.booleans(), st.sampled_from(['warn', np.nan]))
+def test_f1_averages_equal_scikit_learn(d, average, with_labels, zd):
+    z, y, bs, w = d
+    yp = z.float().argmax(1).numpy()
+    C = z.shape[1]
+    labels = [c for c in range(C) if c % 2 == 0] if with_labels else None
+    sw = None if w is None else torch.tensor(w)
+    got = run(MacroF1(average=average, labels=labels, zero_division=zd), z, y, bs, sw)
+    ref = skm.f1_score(y, yp, average=average, labels=labels, sample_weight=w, zero_division=zd)
+    if average is None: np.testing.assert_allclose(got, ref, atol=1e-9)
+    else: assert close(got, ref), (got, ref)
+
+
+@hyp
+@given(multilabel(), st.sampled_from([None, 'weighted', 'micro']))
+def test_multilabel_f1_and_per_label_ranking_equal_scikit_learn(d, average):
+    Y, S, bs, w = d
+    sw = None if w is None else torch.tensor(w)
+    got = run(MacroF1(activation=None, average=average), S, Y, bs, sw)
+    ref = skm.f1_score(Y, S > .5, average=average, sample_weight=w)
+    if average is None: np.testing.assert_allclose(got, ref, atol=1e-9)
+    else: assert close(got, ref), (got, ref)
+    k = Y.shape[1]
+    ap = run(AveragePrecision(activation=None, average='none'), S, Y, bs, sw)
+    auc = run(RocAuc(activation=None, average='none'), S, Y, bs, sw)
+    assert ap.shape == auc.shape == (k,)
+    for j in range(k):
+        yj, wj = Y[:, j].numpy(), np.ones(len(Y)) if w is None else w
+        if (yj * wj).sum() > 0: assert close(ap[j], skm.average_precision_score(yj, S[:, j], sample_weight=w))
+        else: assert np.isnan(ap[j])
+        if (yj * wj).sum() > 0 and ((1 - yj) * wj).sum() > 0: assert close(auc[j], skm.roc_auc_score(yj, S[:, j], sample_weight=w))
+        else: assert np.isnan(auc[j])
+
+
+def test_per_class_ranking_values_and_names():
+    g = torch.Generator().manual_seed(7)
+    y = torch.randint(0, 4, (300,), generator=g); z = torch.randn(300, 4, generator=g); z[torch.arange(300), y] += 1
+    p = z.softmax(1)
+    np.testing.assert_allclose(run(RocAuc(average=None), z, y, 64), skm.roc_auc_score(y, p, multi_class='ovr', average=None), atol=1e-12)
+    np.testing.assert_allclose(run(AveragePrecision(average='none'), z, y, 64), skm.average_precision_score(np.eye(4)[y], p, average=None), atol=1e-12)
+    b = RocAuc(average='none', thresholds=100)
+    v = run(b, z, y, 64)
+    assert b.error_bound.shape == (4,) and (np.abs(v - skm.roc_auc_score(y, p, multi_class='ovr', average=None)) <= b.error_bound + 1e-12).all()
+    y3 = y.clone(); y3[y3 == 3] = 0  # class 3 absent: NaN for it, with a warning naming it
+    with pytest.warns(UserWarning, match="roc_auc_per_class: NaN for class 3, which has no positive"):
+        v = run(RocAuc(average='none'), z, y3, 64)
+    assert np.isnan(v[3]) and not np.isnan(v[:3]).any()
+    with pytest.raises(ValueError, match="class 3 has no positive"): run(RocAuc(average='none', absent='raise'), z, y3, 64)
+    assert run(RocAuc(average='none'), p[:, 1], (y == 1).long(), 64) == pytest.approx(skm.roc_auc_score(y == 1, p[:, 1]), abs=1e-12)  # binary: its one value
+    assert [m.name for m in (RocAuc(average=None), MacroF1(average=None), MacroF1(average='weighted'), MacroF1(average='micro'))] == ['roc_auc_per_class', 'f1_per_class', 'f1_weighted', 'f1_micro']
+    with pytest.raises(ValueError, match="multi_class='ovo' takes average='macro' or 'weighted'"): RocAuc(multi_class='ovo', average=None)
+    with pytest.raises(ValueError, match="unknown average 'samples'"): MacroF1(average='samples')
