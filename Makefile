@@ -73,9 +73,8 @@ run-nbs: install
 	PATH="$(BIN):$$PATH" nbdev_clean
 
 # The main job on the embedded data: every technique side by side, one seed (a smoke test, not a ranking); table and charts in bench_out/
-# (torch's `torch.jit.script` deprecation, raised by importing fastai, is not this library's: silenced here)
 demo: install
-	PYTHONWARNINGS='ignore:`torch.jit.script` is deprecated:FutureWarning' $(BIN)/fastai-imbalance-bench --quick --out bench_out
+	$(BIN)/fastai-imbalance-bench --quick --out bench_out
 
 # sdist + wheel, twine check, the wheel installed into an empty venv: imports fastai_imbalance.all, runs fastai-imbalance-bench --help
 package-check: install

@@ -271,3 +271,13 @@ def test_pretrained_normalisation_is_the_architecture_s(lt_path):
 def test_method_selection_errors(lt_path):
     with pytest.raises(ValueError, match="add 'cross-entropy' to the methods"): run_bench('single', str(lt_path), tiny_arch, epochs=1, methods=['PriorShift(uniform) on cross-entropy', 'FocalLoss'])
     with pytest.raises(ValueError, match=re.escape("unknown method(s) ['Focal']")): run_bench('single', str(lt_path), tiny_arch, epochs=1, methods='FocalLoss,Focal')
+
+
+def test_cli_help_prints_no_warning():
+    "fastai's import-time `torch.jit.script` deprecation is not the user's to act on: the command line stays quiet"
+    import os, subprocess, sys
+    from pathlib import Path
+    cli = Path(sys.executable).parent/'fastai-imbalance-bench'  # the installed console script, as a user runs it
+    r = subprocess.run([str(cli), '--help'], capture_output=True, text=True, env={k: v for k,v in os.environ.items() if k != 'PYTHONWARNINGS'})  # Python's default filters, as a user's shell has
+    assert 'usage: fastai-imbalance-bench' in r.stdout
+    assert 'Warning' not in r.stderr, r.stderr
