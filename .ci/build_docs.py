@@ -3,9 +3,10 @@
 1. nbdev's own `nbdev_proc_nbs` processes the notebooks into `_proc/` (show_doc tables, hidden cells removed,
    directives applied). It insists on installing Quarto first, which only renders, so that one check is skipped.
 2. The processed notebooks' outputs are cleaned (`clean_outputs`):
-   - two warnings that are not this library's are dropped: torch's "`torch.jit.script` is deprecated" FutureWarning,
+   - three warnings that are not this library's are dropped: torch's "`torch.jit.script` is deprecated" FutureWarning,
      raised by importing fastai (its layers use `torch.jit.script`), and fastai's `load_learner` warning that pickle
-     can run code (the tutorial that calls `load_learner` says so in its prose);
+     can run code (the tutorial that calls `load_learner` says so in its prose); and torch's "NumPy array is not writable"
+     UserWarning, raised inside fastai's tabular loader on pandas 3's read-only column arrays;
    - any other warning on stderr (this library's own, shown on purpose) becomes plain text, `UserWarning: message`,
      without the file and line it was raised from;
    - a cell marked `#| echo: false` shows its output only (tagged `hide_code`, which mkdocs-jupyter drops), and no
@@ -24,7 +25,8 @@ from pathlib import Path
 import nbdev.quarto
 from nbdev.config import get_config
 
-DROPPED = (re.compile(r'FutureWarning: `torch\.jit\.script` is deprecated'), re.compile(r"UserWarning: load_learner` uses Python's insecure pickle"))
+DROPPED = (re.compile(r'FutureWarning: `torch\.jit\.script` is deprecated'), re.compile(r"UserWarning: load_learner` uses Python's insecure pickle"),
+           re.compile(r'UserWarning: The given NumPy array is not writable'))
 WARNING = re.compile(r'^\S*:\d+: (\w*(?:Warning|Error)): (.*?)\n(?:  .*\n?)*', re.M)  # path:line: Category: message, then the indented source line(s)
 DIRECTIVE = re.compile(r'^#\|.*\n?', re.M)
 ABS_PATH = (re.compile(r'(?:/[\w.\-]+)+/site-packages/'), re.compile(r'/tmp/(?:tmp|ipykernel_)[\w\-]+/'))
