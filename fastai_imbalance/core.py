@@ -150,7 +150,11 @@ def _tab_labels(to, target=0):
     vocab = list(cat.vocab)
     if isinstance(cat, EncodedMultiCategorize): return _onehot_matrix(to.items[ys].to_numpy(), len(vocab)), vocab
     if isinstance(cat, MultiCategorize): raise TypeError("a tabular MultiCategorize target is not supported: one 0/1 column per label (EncodedMultiCategorize) is")
-    if not 0 <= target < len(ys): raise ValueError(f"target={target}, but this TabularPandas has {len(ys)} target column(s): {ys}")
+    if len(ys) > 1:
+        raise ValueError(f"this TabularPandas has {len(ys)} target columns {ys} under one Categorize: fastai encodes them all with the first column's vocab "
+                         f"(codes of -1 where the others differ) and batches {len(ys)} codes per row, which a single-label classifier cannot train on; "
+                         f"use one target column (y_names={ys[0]!r}), or one 0/1 column per label with y_block=MultiCategoryBlock(encoded=True, vocab=[...])")
+    if target != 0: raise ValueError(f"target={target}, but this TabularPandas has one target column: {ys}")
     col = to.items[ys[target]]
     if col.dtype.kind not in 'iu': return _lookup(vocab, col.tolist(), getattr(cat, 'add_na', False)), vocab  # not encoded yet: the raw labels
     codes = col.to_numpy().astype(np.int64)

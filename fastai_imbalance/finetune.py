@@ -222,7 +222,7 @@ def after_fit(self:BalancedFinetune):
     if getattr(self.learn, 'train_iter', 0) == 0: return  # nothing trained (cancelled at before_fit): nothing to warn of
     if self.stage == 'natural':
         es = any(isinstance(c, EarlyStoppingCallback) for c in self.learn.cbs)
-        warnings.warn(f"BalancedFinetune: the fit ended after epoch {self.epoch + 1} of {self.n_epoch}, before the balanced stage (epochs {self.start + 1} to {self.n_epoch}): "
+        warnings.warn(f"BalancedFinetune: the fit ended after epoch {self.epoch} (fastai counts from 0), before the balanced stage (epochs {self.start} to {self.n_epoch - 1}): "
                       "the model was not re-balanced" + (" (an EarlyStoppingCallback stopped it; give it a larger patience, or count the stage in the fit)" if es else ""))
         return
     for cb in self.learn.cbs:
@@ -230,8 +230,8 @@ def after_fit(self:BalancedFinetune):
             at = _best_epoch(cb, self.learn.recorder.values)
             if at is not None and at < self.start:
                 self._pre_stage = True
-                warnings.warn(f"BalancedFinetune: SaveModelCallback(monitor={cb.monitor!r}) reloads the weights of epoch {at + 1}, from before the balanced stage "
-                              f"(epochs {self.start + 1} to {self.n_epoch}): the model you get is not the re-balanced one, and its trained prior is the natural data's; "
+                warnings.warn(f"BalancedFinetune: SaveModelCallback(monitor={cb.monitor!r}) reloads the weights of epoch {at} (fastai counts from 0, as its table does), from before the balanced stage "
+                              f"(epochs {self.start} to {self.n_epoch - 1}): the model you get is not the re-balanced one, and its trained prior is the natural data's; "
                               "monitor a balanced metric, or pass SaveModelCallback(at_end=True)")
 
 # %% ../nbs/03_finetune.ipynb #2a0a079e

@@ -13,7 +13,7 @@ from fastai.learner import Learner
 from fastai.interpret import Interpretation, ClassificationInterpretation
 from sklearn.metrics import roc_curve, precision_recall_curve
 from .core import class_counts, local_inference, _numpy, _check_nonneg
-from .metrics import class_report, confusion_counts, _class_names
+from .metrics import class_report, confusion_counts, _class_names, _check_class_targets
 
 
 # %% ../nbs/07_interpret.ipynb #i0000005
@@ -31,6 +31,7 @@ class ImbalanceInterpretation(ClassificationInterpretation):
             with local_inference(learn): preds,targs = learn.get_preds(dl=dl, act=act)
         p,t = preds.float(),targs
         if t.ndim == 2 and t.shape[1] == 1 and t.shape == (len(p), 1): t = t[:, 0]  # tabular data's (n, 1) targets; a one-score model's
+        _check_class_targets(p, t, 'ImbalanceInterpretation')
         self.one_score = p.ndim == 2 and p.shape[1] == 1 and t.ndim == 1
         if self.one_score: p = torch.cat([1 - p, p], 1)  # one score per item: the probabilities of classes 0 and 1
         if t.ndim != 1 or p.ndim != 2: raise ValueError(f"ImbalanceInterpretation is for single-label classifiers (class-index targets); got predictions of shape {tuple(preds.shape)} and targets of shape {tuple(targs.shape)}")

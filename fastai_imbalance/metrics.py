@@ -660,6 +660,20 @@ def _class_names(o, n:int)->list:
     if v is not None and not isinstance(v, str) and len(v) and not isinstance(v[-1], str) and hasattr(v[-1], '__len__'): v = v[-1]
     return list(v) if v is not None and len(v) == n else list(range(n))
 
+def _check_class_targets(p, y, what:str):
+    "Refuse what a regression learner gives where `what` needs a classifier's: integer class codes (0/1 beside one score per item) and one score that is a probability"
+    fix = ("is this a regression learner (RegressionBlock, MSELossFlat)? To classify, make the target categorical: "
+           "y_block=CategoryBlock() (tabular: TabularDataLoaders.from_df(..., y_block=CategoryBlock()))")
+    yf = y.float()
+    bad = yf[(yf != yf.round()) | ~torch.isfinite(yf)]
+    if len(bad): raise ValueError(f"{what} needs a classifier's class-code targets, but the targets include {bad[0].item():g}: {fix}")
+    if p.ndim == 2 and p.shape[1] == 1:
+        bad = yf[(yf != 0) & (yf != 1)]
+        if len(bad): raise ValueError(f"{what}: one score per item is a two-class model, whose targets are 0 or 1, but they include {bad[0].item():g}: {fix}")
+        pf = p.float()
+        bad = pf[~((pf >= 0) & (pf <= 1))]
+        if len(bad): raise ValueError(f"{what}: one score per item must be a probability, but the scores include {bad[0].item():g} (no activation in the loss): {fix}")
+
 def _train_counts(learn, names):
     "Training items of each of the classes `names`, in that order, or None when `learn.dls.train` does not give its labels"
     from fastai_imbalance.core import class_counts
@@ -676,6 +690,7 @@ def class_report(self:Learner, dl=None, # Data to score (default: the validation
     "Per-class support, precision, recall and F1 of `self` on `dl`, most frequent training class first (classes named by the vocab, else `0 ... C-1`)"
     from fastai_imbalance.core import local_inference
     with local_inference(self): p,y,d = self.get_preds(dl=ifnone(dl, self.dls.valid), with_decoded=True)
+    _check_class_targets(p, y, 'class_report')
     C = 2 if p.ndim == 2 and p.shape[1] == 1 and y.numel() == len(y) else p.shape[-1]  # one score per item: classes 0 and 1
     m = MacroF1(n_classes=C, threshold=threshold, activation=None)  # `get_preds` has applied the loss's activation
     m.update(d if threshold is None else p, y)

@@ -177,9 +177,9 @@ _fastai_load = getattr(Learner.load, '_imb_orig', Learner.load)
 @patch
 @delegates(_fastai_save)
 def save(self:Learner, file, **kwargs):
-    "fastai's `save`; the prior the weights were trained under is saved beside them (`prior_file`), for `load` to put back"
+    "fastai's `save`; the prior the weights were trained under is saved beside them (`prior_file`), for `load` to put back (not for a file object)"
     res = _fastai_save(self, file, **kwargs)
-    if hasattr(self, 'lr_finder') or rank_distrib(): return res  # lr_find's scratch copy (it puts the same weights back), or not rank 0
+    if hasattr(self, 'lr_finder') or rank_distrib() or not isinstance(res, (str, Path)): return res  # lr_find's scratch copy, not rank 0, or a file object (nothing can sit beside it)
     pf,tp = prior_file(res),_prior_now(self)
     if tp is None: pf.unlink(missing_ok=True)  # an older file's prior would describe other weights
     else: torch.save(dict(priors=tp.priors, kind=tp.kind, how=tp.how), pf)
@@ -192,14 +192,16 @@ def load(self:Learner, file, **kwargs):
     "fastai's `load`; `learn.trained_prior` becomes the loaded weights' own (saved beside them by `save`)"
     res = _fastai_load(self, file, **kwargs)
     if hasattr(self, 'lr_finder'): return res
-    pf = prior_file(join_path_file(file, self.path/self.model_dir, ext='.pth'))
-    if pf.exists():
+    fn = join_path_file(file, self.path/self.model_dir, ext='.pth')
+    pf = prior_file(fn) if isinstance(fn, (str, Path)) else None  # a file object has nothing beside it
+    if pf is not None and pf.exists():
         d = torch.load(pf, weights_only=True)
         tp = TrainedPrior(d['priors'], d['kind'], d['how'])
     else:
         tp = None
         if getattr(self, 'trained_prior', None) is not None:
-            warnings.warn(f"{file}: these weights were saved without their trained prior (no {pf.name} beside them), so the prior of the last fit "
+            why = f"no {pf.name} beside them" if pf is not None else "read from a file object, which has no prior file beside it"
+            warnings.warn(f"{file}: these weights were loaded without their trained prior ({why}), so the prior the learner held "
                           f"({self.trained_prior.how}) no longer describes the model: PriorShift will use what the current training loader and loss "
                           "train under; pass PriorShift(source=...) if the weights were trained otherwise")
     self.trained_prior = tp

@@ -81,6 +81,40 @@ def test_a_regression_target_is_refused_with_advice():
     with pytest.raises(TypeError, match=re.escape("pass y_block=CategoryBlock()")): class_counts(dls)
 
 
+@pytest.mark.parametrize('target', ['continuous', 'zero_one'])
+def test_a_regression_learner_is_refused_by_the_reports(target):
+    "A regression learner's one output per item is not a two-class score: class_report, threshold_for and ImbalanceInterpretation say so"
+    from fastai.tabular.all import RegressionBlock
+    from fastai_imbalance.interpret import ImbalanceInterpretation
+    set_seed(0)
+    d = frame(n=600)
+    d['y'] = d.a * 3 + 1 if target == 'continuous' else (d.y == 'pos').astype(np.float32)
+    dls = tab_dls(d, y_block=RegressionBlock())
+    learn = tabular_learner(dls, layers=[8])
+    if target == 'zero_one':  # 0/1 targets, unbounded outputs: not probabilities
+        with torch.no_grad(): learn.model.layers[-1][0].bias.fill_(3.)
+    quiet_fit(learn, 1)
+    what = "the targets include" if target == 'continuous' else "must be a probability"
+    for call in (lambda: learn.class_report(), lambda: learn.threshold_for(specificity=0.9),
+                 lambda: ImbalanceInterpretation.from_learner(learn)):
+        with learn.no_bar(), pytest.raises(ValueError, match=re.escape(what) + ".*y_block=CategoryBlock"): call()
+
+
+def test_several_target_columns_under_one_categorize_are_refused(df):
+    "fastai encodes every y column with the first one's vocab (-1 elsewhere): counts, weights and resampling refuse it, naming the columns"
+    from fastai.tabular.all import MultiCategoryBlock
+    d = df.copy(); d['y2'] = np.where(d.a > 1, 'hi', 'lo')
+    dls = TabularDataLoaders.from_df(d, procs=[Categorify, Normalize], cat_names=['k'], cont_names=['a', 'b'], y_names=['y', 'y2'],
+                                     y_block=CategoryBlock(), bs=64, valid_idx=list(range(2400, 3000)))
+    for call in (lambda: class_counts(dls), lambda: class_weights(dls), lambda: dls.resampled('balanced')):
+        with pytest.raises(ValueError, match=re.escape("2 target columns ['y', 'y2'] under one Categorize")): call()
+    e = d.assign(pos=(d.y == 'pos').astype(np.int64), hi=(d.y2 == 'hi').astype(np.int64))  # one 0/1 column per label: a multilabel table
+    mdls = TabularDataLoaders.from_df(e, procs=[Categorify, Normalize], cat_names=['k'], cont_names=['a', 'b'], y_names=['pos', 'hi'],
+                                      y_block=MultiCategoryBlock(encoded=True, vocab=['pos', 'hi']), bs=64, valid_idx=list(range(2400, 3000)))
+    c = class_counts(mdls)
+    assert c.to_dict() == {'pos': int(e.pos[:2400].sum()), 'hi': int(e.hi[:2400].sum())}
+
+
 # --- resampling keeps the loader's kind ---
 
 def test_resampled_keeps_the_tabular_loader(dls):
@@ -249,9 +283,27 @@ def test_load_of_weights_without_a_prior_warns(dls, tmp_path):
     quiet_fit(learn, 1)
     learn.save('w')
     prior_file(tmp_path/'models'/'w.pth').unlink()
-    with pytest.warns(UserWarning, match="saved without their trained prior"): learn.load('w')
+    with pytest.warns(UserWarning, match="loaded without their trained prior .no w.prior.pt beside them"): learn.load('w')
     assert learn.trained_prior is None
     assert torch.allclose(trained_prior(learn).priors, torch.tensor([.5, .5], dtype=torch.float64))  # what the current loader trains under
+
+
+def test_save_and_load_through_a_file_object(dls, tmp_path):
+    "fastai's save/load take an open file (`join_path_file` passes it through): the weights round-trip, no prior file is written, and the load says the prior is unknown"
+    import io
+    learn = tabular_learner(dls, layers=[8], path=tmp_path)
+    quiet_fit(learn, 1)
+    buf = io.BytesIO()
+    assert learn.save(buf) is buf
+    assert not (tmp_path/'models').exists() or not list((tmp_path/'models').iterdir())
+    w = {k: v.clone() for k,v in learn.model.state_dict().items()}
+    quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1))
+    buf.seek(0)
+    with pytest.warns(UserWarning, match="read from a file object"): learn.load(buf)
+    assert all(torch.equal(w[k], v) for k,v in learn.model.state_dict().items())
+    assert learn.trained_prior is None
+    with open(tmp_path/'w.pth', 'wb') as fh: learn.save(fh)  # an open file on disk: still nothing beside it
+    assert not prior_file(tmp_path/'w.pth').exists()
 
 
 def test_a_load_at_the_end_of_the_fit_keeps_its_epochs_prior(dls, tmp_path):
