@@ -13,7 +13,7 @@ from fastai.learner import Learner
 from fastai.interpret import Interpretation, ClassificationInterpretation
 from sklearn.metrics import roc_curve, precision_recall_curve
 from .core import class_counts, local_inference, _numpy, _check_nonneg
-from .metrics import class_report, confusion_counts, _class_names, _check_class_targets
+from .metrics import class_report, confusion_counts, _class_names, _check_class_targets, _ignored
 
 
 # %% ../nbs/07_interpret.ipynb #i0000005
@@ -23,7 +23,7 @@ def _counts_series(counts, vocab)->pd.Series:
     return pd.Series(a.astype(np.int64) if (a == a.round()).all() else a, index=list(vocab))
 
 class ImbalanceInterpretation(ClassificationInterpretation):
-    "Interpretation of a classifier on skewed classes: per-class tables against training frequency, shots, top confusions, curves, thresholds"
+    "Interpretation of a classifier on skewed classes: per-class tables against training frequency, shots, top confusions, curves, thresholds (items whose target is the loss's `ignore_index` left out)"
     def __init__(self, learn, dl, losses, act=None, preds=None, targs=None,
                  train_counts=None): # Training items per class, in class order (default: counted from `learn.dls.train` when first needed)
         Interpretation.__init__(self, learn, dl, losses, act)  # fastai's subclass reads `dl.vocab`, which plain tensor data lacks
@@ -31,10 +31,14 @@ class ImbalanceInterpretation(ClassificationInterpretation):
             with local_inference(learn): preds,targs = learn.get_preds(dl=dl, act=act)
         p,t = preds.float(),targs
         if t.ndim == 2 and t.shape[1] == 1 and t.shape == (len(p), 1): t = t[:, 0]  # tabular data's (n, 1) targets; a one-score model's
-        _check_class_targets(p, t, 'ImbalanceInterpretation')
+        ii = _ignored(learn.loss_func)
+        if ii is not None and t.ndim == 1 and (t == ii).any(): p,t = p[t != ii],t[t != ii]  # left out of every table, as the loss leaves them out
+        _check_class_targets(p, t, 'ImbalanceInterpretation', learn.loss_func)
         self.one_score = p.ndim == 2 and p.shape[1] == 1 and t.ndim == 1
         if self.one_score: p = torch.cat([1 - p, p], 1)  # one score per item: the probabilities of classes 0 and 1
         if t.ndim != 1 or p.ndim != 2: raise ValueError(f"ImbalanceInterpretation is for single-label classifiers (class-index targets); got predictions of shape {tuple(preds.shape)} and targets of shape {tuple(targs.shape)}")
+        bad = t[(t < 0) | (t >= p.shape[1])]
+        if len(bad): raise ValueError(f"ImbalanceInterpretation: the targets include {bad[0].item()}, outside the model's classes 0 ... {p.shape[1] - 1}: score data whose targets are class codes")
         self.probs,self.targs = p,t.long()
         self.vocab = _class_names(dl, p.shape[1])  # the data's class names, else the class indices 0 ... C-1
         self.train_counts = None if train_counts is None else _counts_series(train_counts, self.vocab)

@@ -660,19 +660,36 @@ def _class_names(o, n:int)->list:
     if v is not None and not isinstance(v, str) and len(v) and not isinstance(v[-1], str) and hasattr(v[-1], '__len__'): v = v[-1]
     return list(v) if v is not None and len(v) == n else list(range(n))
 
-def _check_class_targets(p, y, what:str):
-    "Refuse what a regression learner gives where `what` needs a classifier's: integer class codes (0/1 beside one score per item) and one score that is a probability"
+_REGRESSION_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
+_REGRESSION_FUNCS = (nn.functional.mse_loss, nn.functional.l1_loss, nn.functional.smooth_l1_loss, nn.functional.huber_loss)
+
+def _check_class_targets(p, y, what:str, loss_func=None):
+    "Refuse what a regression learner gives where `what` needs a classifier's (by its loss, its targets' values and its scores), and scores that are not probabilities"
     fix = ("is this a regression learner (RegressionBlock, MSELossFlat)? To classify, make the target categorical: "
            "y_block=CategoryBlock() (tabular: TabularDataLoaders.from_df(..., y_block=CategoryBlock()))")
+    lf = getattr(loss_func, 'func', loss_func)  # fastai's losses wrap torch's
+    if isinstance(lf, _REGRESSION_LOSSES) or any(lf is f for f in _REGRESSION_FUNCS):
+        raise ValueError(f"{what} needs a classifier, but the learner's loss is {type(lf).__name__ if isinstance(lf, nn.Module) else lf.__name__}, a regression loss: {fix}")
     yf = y.float()
     bad = yf[(yf != yf.round()) | ~torch.isfinite(yf)]
     if len(bad): raise ValueError(f"{what} needs a classifier's class-code targets, but the targets include {bad[0].item():g}: {fix}")
-    if p.ndim == 2 and p.shape[1] == 1:
+    one_score,multilabel = p.ndim == 2 and p.shape[1] == 1 and y.numel() == len(y),p.ndim == 2 and p.shape == y.shape and p.shape[1] > 1
+    if one_score:
         bad = yf[(yf != 0) & (yf != 1)]
         if len(bad): raise ValueError(f"{what}: one score per item is a two-class model, whose targets are 0 or 1, but they include {bad[0].item():g}: {fix}")
+    if one_score or multilabel:
         pf = p.float()
         bad = pf[~((pf >= 0) & (pf <= 1))]
-        if len(bad): raise ValueError(f"{what}: one score per item must be a probability, but the scores include {bad[0].item():g} (no activation in the loss): {fix}")
+        if not len(bad): return
+        if isinstance(loss_func, nn.BCEWithLogitsLoss):
+            raise ValueError(f"{what}: the scores include {bad[0].item():g}, logits rather than probabilities: torch's nn.BCEWithLogitsLoss "
+                             "gives fastai no sigmoid to apply at inference; use fastai's loss_func=BCEWithLogitsLossFlat(), which does")
+        raise ValueError(f"{what}: {'one score per item' if one_score else 'multilabel scores'} must be probabilities, but the scores include {bad[0].item():g} (no activation in the loss): {fix}")
+
+def _ignored(loss_func):
+    "The target value `loss_func` leaves out (torch's and fastai's cross-entropy: `ignore_index`, -100 by default), or None"
+    ii = getattr(getattr(loss_func, 'func', loss_func), 'ignore_index', None)
+    return ii if isinstance(ii, int) else None
 
 def _train_counts(learn, names):
     "Training items of each of the classes `names`, in that order, or None when `learn.dls.train` does not give its labels"
@@ -687,12 +704,13 @@ def _train_counts(learn, names):
 def class_report(self:Learner, dl=None, # Data to score (default: the validation set)
                  threshold:float=None, # Multilabel (or one-score binary) decision threshold (default: the loss's `decodes`)
                 )->pd.DataFrame:
-    "Per-class support, precision, recall and F1 of `self` on `dl`, most frequent training class first (classes named by the vocab, else `0 ... C-1`)"
+    "Per-class support, precision, recall and F1 of `self` on `dl`, most frequent training class first (classes named by the vocab, else `0 ... C-1`); items whose target is the loss's `ignore_index` are left out, as the loss leaves them"
     from fastai_imbalance.core import local_inference
     with local_inference(self): p,y,d = self.get_preds(dl=ifnone(dl, self.dls.valid), with_decoded=True)
-    _check_class_targets(p, y, 'class_report')
+    ii = _ignored(self.loss_func)
+    _check_class_targets(p, y if ii is None else y[y != ii], 'class_report', self.loss_func)
     C = 2 if p.ndim == 2 and p.shape[1] == 1 and y.numel() == len(y) else p.shape[-1]  # one score per item: classes 0 and 1
-    m = MacroF1(n_classes=C, threshold=threshold, activation=None)  # `get_preds` has applied the loss's activation
+    m = MacroF1(n_classes=C, threshold=threshold, activation=None, ignore_index=ii)  # `get_preds` has applied the loss's activation
     m.update(d if threshold is None else p, y)
     names = _class_names(self.dls, C)
     return class_report(m.counts, names, _train_counts(self, names))

@@ -94,10 +94,100 @@ def test_a_regression_learner_is_refused_by_the_reports(target):
     if target == 'zero_one':  # 0/1 targets, unbounded outputs: not probabilities
         with torch.no_grad(): learn.model.layers[-1][0].bias.fill_(3.)
     quiet_fit(learn, 1)
-    what = "the targets include" if target == 'continuous' else "must be a probability"
+    what = "the learner's loss is MSELoss, a regression loss"
     for call in (lambda: learn.class_report(), lambda: learn.threshold_for(specificity=0.9),
                  lambda: ImbalanceInterpretation.from_learner(learn)):
         with learn.no_bar(), pytest.raises(ValueError, match=re.escape(what) + ".*y_block=CategoryBlock"): call()
+
+
+
+def _tensor_learner(x, y, model, loss_func, n_train=200):
+    dls = DataLoaders.from_dsets(TensorDataset(x[:n_train], y[:n_train]), TensorDataset(x[n_train:], y[n_train:]), bs=32)
+    return Learner(dls, model, loss_func=loss_func)
+
+def _reports(learn):
+    from fastai_imbalance.interpret import ImbalanceInterpretation
+    return (lambda: learn.class_report(), lambda: learn.threshold_for(specificity=0.9), lambda: ImbalanceInterpretation.from_learner(learn))
+
+
+@pytest.mark.parametrize('case', ['two_outputs_codes', 'two_outputs_zero_one', 'one_output_in_0_1'])
+def test_regression_learners_whose_outputs_look_like_scores_are_refused_by_their_loss(case):
+    "Multi-output regression on class codes or 0/1 floats, and a one-output regression squashed into [0, 1]: the values pass, the loss does not"
+    from fastai.tabular.all import RegressionBlock
+    from fastai.losses import MSELossFlat
+    set_seed(0)
+    if case == 'one_output_in_0_1':  # tabular regression with y_range=(0, 1) on 0/1 targets: every output is a valid probability
+        d = frame(n=600); d['y'] = (d.y == 'pos').astype(np.float32)
+        learn = tabular_learner(tab_dls(d, y_block=RegressionBlock()), layers=[8], y_range=(0, 1))
+        name = 'MSELoss'
+    else:
+        x = torch.randn(300, 4)
+        y = torch.randint(0, 5, (300, 2)).float() if case == 'two_outputs_codes' else (x[:, :2] > 0).float()
+        learn = _tensor_learner(x, y, nn.Linear(4, 2), MSELossFlat() if case == 'two_outputs_codes' else nn.L1Loss())
+        name = 'MSELoss' if case == 'two_outputs_codes' else 'L1Loss'
+    for call in _reports(learn):
+        with learn.no_bar(), pytest.raises(ValueError, match=re.escape(f"the learner's loss is {name}, a regression loss") + ".*y_block=CategoryBlock"): call()
+
+
+def test_targets_and_scores_are_checked_when_the_loss_is_unknown():
+    "A hand-written loss says nothing: continuous targets, and one score per item that is not a probability, are refused by their values"
+    set_seed(0)
+    x = torch.randn(300, 4)
+    def mse(out, y, reduction='mean'):
+        l = (out.view(-1) - y) ** 2
+        return l.mean() if reduction == 'mean' else l
+    learn = _tensor_learner(x, x[:, 0] * 3 + 1, nn.Linear(4, 1), mse)
+    for call in _reports(learn):
+        with learn.no_bar(), pytest.raises(ValueError, match=re.escape("the targets include") + ".*y_block=CategoryBlock"): call()
+    learn = _tensor_learner(x, (x[:, 0] > 0).float(), nn.Linear(4, 1), mse)
+    with torch.no_grad(): learn.model.bias.fill_(3.)
+    for call in _reports(learn):
+        with learn.no_bar(), pytest.raises(ValueError, match=re.escape("must be probabilities, but the scores include")): call()
+
+
+@pytest.mark.parametrize('outputs', [1, 3])
+def test_torchs_bce_with_logits_is_refused_with_fastais_loss_as_the_fix(outputs):
+    "torch's nn.BCEWithLogitsLoss gives fastai no sigmoid, so get_preds returns logits: the reports name BCEWithLogitsLossFlat"
+    set_seed(0)
+    x = torch.randn(300, 4)
+    y = (x[:, :outputs] > 0).float() if outputs > 1 else (x[:, 0] > 0).float()[:, None]
+    learn = _tensor_learner(x, y, nn.Linear(4, outputs), nn.BCEWithLogitsLoss())
+    with torch.no_grad(): learn.model.bias.fill_(3.)
+    with learn.no_bar(), pytest.raises(ValueError, match=re.escape("use fastai's loss_func=BCEWithLogitsLossFlat()")): learn.class_report()
+    if outputs == 1:
+        with learn.no_bar(), pytest.raises(ValueError, match=re.escape("use fastai's loss_func=BCEWithLogitsLossFlat()")): learn.threshold_for(specificity=0.9)
+    from fastai.losses import BCEWithLogitsLossFlat
+    learn.loss_func = BCEWithLogitsLossFlat()
+    with learn.no_bar(): r = learn.class_report()
+    assert r.support.sum() == (y[200:].sum() if outputs > 1 else len(y) - 200)
+
+
+def test_items_the_loss_ignores_are_left_out_of_the_reports():
+    "Targets equal to the loss's ignore_index (-100 by default) are not class 0: class_report and the interpretation leave them out, as the loss does"
+    from sklearn.metrics import precision_recall_fscore_support, roc_curve
+    from fastai_imbalance.interpret import ImbalanceInterpretation
+    set_seed(0)
+    x = torch.randn(400, 4)
+    y = (x[:, 0] > 0.3).long() + (x[:, 1] > 1).long()
+    y[200::7] = -100
+    learn = _tensor_learner(x, y, nn.Linear(4, 3), CrossEntropyLossFlat())
+    quiet_fit(learn, 1)
+    with learn.no_bar(): p,t = learn.get_preds()
+    k = t != -100
+    with learn.no_bar(): r = learn.class_report()
+    pr,rc,f1,sup = precision_recall_fscore_support(t[k].numpy(), p[k].argmax(1).numpy(), labels=[0, 1, 2], zero_division=0)
+    assert r.loc[[0, 1, 2], 'support'].tolist() == sup.tolist() and int(r.support.sum()) == int(k.sum()) < 200
+    np.testing.assert_allclose(r.loc[[0, 1, 2], 'recall'], rc, atol=1e-6); np.testing.assert_allclose(r.loc[[0, 1, 2], 'f1'], f1, atol=1e-6)
+    with learn.no_bar(): interp = ImbalanceInterpretation.from_learner(learn)
+    assert len(interp.targs) == int(k.sum()) and interp.confusion_matrix().sum() == int(k.sum())
+    with learn.no_bar(): th = learn.threshold_for(specificity=0.9, pos=2)
+    assert int(th['confusion'].values.sum()) == int(k.sum())
+    fpr,tpr,thr = roc_curve((t[k] == 2).numpy(), p[k][:, 2].numpy(), drop_intermediate=False)
+    i = np.flatnonzero(fpr <= 0.1 + 1e-12)[-1]
+    assert th['sensitivity'] == pytest.approx(tpr[i]) and th['threshold'] == pytest.approx(min(thr[i], 1.))
+    learn.loss_func = CrossEntropyLossFlat(ignore_index=7)  # a loss that ignores another value: -100 is an out-of-range code, refused by name
+    with pytest.raises(ValueError, match=re.escape("the targets include -100, outside the model's classes 0 ... 2")):
+        ImbalanceInterpretation(learn, learn.dls.valid, torch.zeros(len(t)), preds=p, targs=t)
 
 
 def test_several_target_columns_under_one_categorize_are_refused(df):
