@@ -32,13 +32,11 @@ class ImbalanceInterpretation(ClassificationInterpretation):
         p,t = preds.float(),targs
         if t.ndim == 2 and t.shape[1] == 1 and t.shape == (len(p), 1): t = t[:, 0]  # tabular data's (n, 1) targets; a one-score model's
         ii = _ignored(learn.loss_func)
-        if ii is not None and t.ndim == 1 and (t == ii).any(): p,t = p[t != ii],t[t != ii]  # left out of every table, as the loss leaves them out
-        _check_class_targets(p, t, 'ImbalanceInterpretation', learn.loss_func)
+        if t.ndim == 1 and (t == ii).any(): p,t = p[t != ii],t[t != ii]  # left out of every table, as the loss leaves them out
+        _check_class_targets(p, t, 'ImbalanceInterpretation', learn.loss_func, probs=True)
         self.one_score = p.ndim == 2 and p.shape[1] == 1 and t.ndim == 1
         if self.one_score: p = torch.cat([1 - p, p], 1)  # one score per item: the probabilities of classes 0 and 1
         if t.ndim != 1 or p.ndim != 2: raise ValueError(f"ImbalanceInterpretation is for single-label classifiers (class-index targets); got predictions of shape {tuple(preds.shape)} and targets of shape {tuple(targs.shape)}")
-        bad = t[(t < 0) | (t >= p.shape[1])]
-        if len(bad): raise ValueError(f"ImbalanceInterpretation: the targets include {bad[0].item()}, outside the model's classes 0 ... {p.shape[1] - 1}: score data whose targets are class codes")
         self.probs,self.targs = p,t.long()
         self.vocab = _class_names(dl, p.shape[1])  # the data's class names, else the class indices 0 ... C-1
         self.train_counts = None if train_counts is None else _counts_series(train_counts, self.vocab)
@@ -69,6 +67,12 @@ class ImbalanceInterpretation(ClassificationInterpretation):
             C = len(self.vocab)
             self._cm = torch.bincount(self.targs * C + self.probs.argmax(1), minlength=C * C).view(C, C).numpy()
         return self._cm.copy()
+
+    def print_classification_report(self):
+        "scikit-learn's classification report of the items scored here (fastai's runs `get_preds` again, and would count the items the loss leaves out)"
+        from sklearn.metrics import classification_report
+        print(classification_report(self.targs.numpy(), self.probs.argmax(1).numpy(), labels=list(range(len(self.vocab))),
+                                    target_names=[str(v) for v in self.vocab], zero_division=0))
 
     def per_class(self)->pd.DataFrame:
         "Support, predicted count, precision, recall and F1 of each class, most frequent training class first"

@@ -10,6 +10,7 @@ __all__ = ['absent_policies', 'StreamingMetric', 'ConfusionMetric', 'confusion_c
 # %% ../nbs/05_metrics.ipynb #m0000003
 import math, warnings
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 import numpy as np, pandas as pd, torch
 from torch import nn
 import torch.distributed as dist
@@ -663,11 +664,22 @@ def _class_names(o, n:int)->list:
 _REGRESSION_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
 _REGRESSION_FUNCS = (nn.functional.mse_loss, nn.functional.l1_loss, nn.functional.smooth_l1_loss, nn.functional.huber_loss)
 
-def _check_class_targets(p, y, what:str, loss_func=None):
-    "Refuse what a regression learner gives where `what` needs a classifier's (by its loss, its targets' values and its scores), and scores that are not probabilities"
+def _loss_fn(loss_func):
+    "The function under fastai's loss wrapper (`BaseLoss.func`) or a `functools.partial`"
+    f = loss_func.func if isinstance(loss_func, partial) else getattr(loss_func, 'func', loss_func)
+    return f.func if isinstance(f, partial) else f
+
+def _ignored(loss_func)->int:
+    "The target value `loss_func` leaves out: its `ignore_index` (an attribute, or a `partial`'s keyword), else -100, which PyTorch's cross-entropy and every loss built on it leave out by default"
+    f = loss_func if isinstance(loss_func, partial) else getattr(loss_func, 'func', loss_func)  # a partial's `func` is the function, without its keywords
+    ii = f.keywords.get('ignore_index') if isinstance(f, partial) else getattr(f, 'ignore_index', None)
+    return int(ii) if isinstance(ii, (int, np.integer)) and not isinstance(ii, (bool, np.bool_)) else -100
+
+def _check_class_targets(p, y, what:str, loss_func=None, probs:bool=False):
+    "Refuse what `what` cannot score: a regression learner (by its loss, its targets' values), class codes outside the model's classes, scores that are not probabilities (one score per item, multilabel, and single-label too when `probs`)"
     fix = ("is this a regression learner (RegressionBlock, MSELossFlat)? To classify, make the target categorical: "
            "y_block=CategoryBlock() (tabular: TabularDataLoaders.from_df(..., y_block=CategoryBlock()))")
-    lf = getattr(loss_func, 'func', loss_func)  # fastai's losses wrap torch's
+    lf = _loss_fn(loss_func)
     if isinstance(lf, _REGRESSION_LOSSES) or any(lf is f for f in _REGRESSION_FUNCS):
         raise ValueError(f"{what} needs a classifier, but the learner's loss is {type(lf).__name__ if isinstance(lf, nn.Module) else lf.__name__}, a regression loss: {fix}")
     yf = y.float()
@@ -677,19 +689,24 @@ def _check_class_targets(p, y, what:str, loss_func=None):
     if one_score:
         bad = yf[(yf != 0) & (yf != 1)]
         if len(bad): raise ValueError(f"{what}: one score per item is a two-class model, whose targets are 0 or 1, but they include {bad[0].item():g}: {fix}")
-    if one_score or multilabel:
-        pf = p.float()
-        bad = pf[~((pf >= 0) & (pf <= 1))]
-        if not len(bad): return
-        if isinstance(loss_func, nn.BCEWithLogitsLoss):
-            raise ValueError(f"{what}: the scores include {bad[0].item():g}, logits rather than probabilities: torch's nn.BCEWithLogitsLoss "
-                             "gives fastai no sigmoid to apply at inference; use fastai's loss_func=BCEWithLogitsLossFlat(), which does")
-        raise ValueError(f"{what}: {'one score per item' if one_score else 'multilabel scores'} must be probabilities, but the scores include {bad[0].item():g} (no activation in the loss): {fix}")
-
-def _ignored(loss_func):
-    "The target value `loss_func` leaves out (torch's and fastai's cross-entropy: `ignore_index`, -100 by default), or None"
-    ii = getattr(getattr(loss_func, 'func', loss_func), 'ignore_index', None)
-    return ii if isinstance(ii, int) else None
+    elif not multilabel and p.ndim == 2 and y.ndim == 1:
+        bad = y[(y < 0) | (y >= p.shape[1])]
+        if len(bad): raise ValueError(f"{what}: the targets include {bad[0].item()}, outside the model's classes 0 ... {p.shape[1] - 1}"
+                                      + (f" (and not the loss's ignore_index, {_ignored(loss_func)}, which is left out)" if bad[0].item() < 0 else "") + ": score data whose targets are class codes")
+    if not (one_score or multilabel or probs) or p.ndim != 2: return
+    pf = p.float()
+    bad = pf[~((pf >= 0) & (pf <= 1))]
+    sums = pf.sum(1) if not (one_score or multilabel) else None
+    off = sums[(sums - 1).abs() > 1e-3] if sums is not None else sums
+    if not len(bad) and (off is None or not len(off)): return
+    found = f"the scores include {bad[0].item():g}" if len(bad) else f"the scores of an item sum to {off[0].item():g}"
+    raw = (isinstance(loss_func, (nn.BCEWithLogitsLoss, nn.CrossEntropyLoss, nn.NLLLoss))
+           or any(lf is f for f in (nn.functional.binary_cross_entropy_with_logits, nn.functional.cross_entropy, nn.functional.nll_loss)))
+    flat = 'BCEWithLogitsLossFlat' if one_score or multilabel else 'CrossEntropyLossFlat'
+    if raw: raise ValueError(f"{what}: {found}, not probabilities: PyTorch's {getattr(lf, '__name__', type(lf).__name__)} gives fastai no activation to apply at inference; "
+                             f"use fastai's loss_func={flat}(), which does")
+    raise ValueError(f"{what}: {'one score per item' if one_score else 'multilabel scores' if multilabel else 'the scores'} must be probabilities, but {found} "
+                     f"(the loss has no activation for fastai to apply at inference: give it one, as fastai's {flat} does)" + (f"; or {fix}" if one_score else ""))
 
 def _train_counts(learn, names):
     "Training items of each of the classes `names`, in that order, or None when `learn.dls.train` does not give its labels"
@@ -707,8 +724,9 @@ def class_report(self:Learner, dl=None, # Data to score (default: the validation
     "Per-class support, precision, recall and F1 of `self` on `dl`, most frequent training class first (classes named by the vocab, else `0 ... C-1`); items whose target is the loss's `ignore_index` are left out, as the loss leaves them"
     from fastai_imbalance.core import local_inference
     with local_inference(self): p,y,d = self.get_preds(dl=ifnone(dl, self.dls.valid), with_decoded=True)
+    if y.ndim == 2 and y.shape[1] == 1 and p.ndim == 2 and p.shape[1] > 1: y = y[:, 0]  # tabular's (n, 1) class codes
     ii = _ignored(self.loss_func)
-    _check_class_targets(p, y if ii is None else y[y != ii], 'class_report', self.loss_func)
+    _check_class_targets(p, y[y != ii] if y.ndim == 1 else y, 'class_report', self.loss_func)
     C = 2 if p.ndim == 2 and p.shape[1] == 1 and y.numel() == len(y) else p.shape[-1]  # one score per item: classes 0 and 1
     m = MacroF1(n_classes=C, threshold=threshold, activation=None, ignore_index=ii)  # `get_preds` has applied the loss's activation
     m.update(d if threshold is None else p, y)

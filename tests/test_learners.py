@@ -443,3 +443,100 @@ def test_text_classifier_counts_resampling_finetune_and_shift():
     p,_ = learn.get_preds()
     c = torch.tensor(class_counts(dls).values, dtype=torch.float64)
     assert torch.allclose(p, prior_shift_logits(z, torch.full((2,), .5, dtype=torch.float64), c / c.sum()).softmax(1).float(), atol=1e-5)
+
+
+# --- every report scores the same items, of a classifier that gives probabilities ---
+
+def _ignoring_losses():
+    from functools import partial
+    from fastai.losses import FocalLossFlat, LabelSmoothingCrossEntropyFlat
+    from fastai_imbalance.losses import LogitAdjustedLoss
+    F = nn.functional
+    return [('FocalLossFlat', lambda d: FocalLossFlat(), -100), ('LabelSmoothingCrossEntropyFlat', lambda d: LabelSmoothingCrossEntropyFlat(), -100),
+            ('LogitAdjustedLoss', lambda d: LogitAdjustedLoss(d), -100), ('F.cross_entropy', lambda d: F.cross_entropy, -100),
+            ('partial ignore_index=255', lambda d: partial(F.cross_entropy, ignore_index=255), 255),
+            ('numpy ignore_index', lambda d: CrossEntropyLossFlat(ignore_index=np.int64(255)), 255)]
+
+@pytest.mark.parametrize('name,make,ignored', _ignoring_losses(), ids=[o[0] for o in _ignoring_losses()])
+def test_losses_that_leave_out_minus_100_or_their_ignore_index(name, make, ignored):
+    "Losses built on F.cross_entropy leave out -100 without saying so; a partial or a numpy integer says another value: every report leaves those items out"
+    from sklearn.metrics import precision_recall_fscore_support
+    from fastai_imbalance.interpret import ImbalanceInterpretation
+    set_seed(0)
+    x = torch.randn(300, 4)
+    y = (x[:, 0] > 0.3).long() + (x[:, 1] > 1).long()
+    y[200::7] = ignored
+    learn = _tensor_learner(x, y, nn.Linear(4, 3), CrossEntropyLossFlat())
+    learn.loss_func = make(learn.dls)
+    soft = lambda o: o.softmax(1)  # the plain functions carry no activation: the interpretation needs probabilities
+    with learn.no_bar(): p,t = learn.get_preds(); r = learn.class_report(); interp = ImbalanceInterpretation.from_learner(learn, act=soft)
+    k = t != ignored
+    sup = precision_recall_fscore_support(t[k].numpy(), p[k].argmax(1).numpy(), labels=[0, 1, 2], zero_division=0)[3]
+    assert r.loc[[0, 1, 2], 'support'].tolist() == sup.tolist() and int(k.sum()) == 85
+    assert len(interp.targs) == 85 and interp.per_class().loc[[0, 1, 2], 'support'].tolist() == sup.tolist()
+
+
+def test_class_codes_outside_the_model_are_refused_by_every_report(capsys):
+    "A code the model has no class for (5 of 3 classes, or -100 beside a loss that ignores another value) is refused by each report, naming it"
+    from fastai_imbalance.interpret import ImbalanceInterpretation
+    set_seed(0)
+    x = torch.randn(300, 4)
+    y = (x[:, 0] > 0.3).long()
+    for bad,loss,msg in ((5, lambda o, t, reduction='mean': nn.functional.cross_entropy(o, t.clamp(0, 2), reduction=reduction), "the targets include 5, outside the model's classes 0 ... 2"),
+                         (-100, CrossEntropyLossFlat(ignore_index=7), "the targets include -100, outside the model's classes 0 ... 2 (and not the loss's ignore_index, 7")):
+        yb = y.clone(); yb[200::9] = bad
+        learn = _tensor_learner(x, yb, nn.Linear(4, 3), loss)
+        if bad == 5: calls = [lambda: learn.class_report(), lambda: learn.threshold_for(specificity=0.9, pos=1), lambda: ImbalanceInterpretation.from_learner(learn)]
+        else:  # the loss fails on -100 in any pass through the learner (fastai computes the validation loss): PyTorch's IndexError; scores made by hand
+            with torch.no_grad(): p,t = learn.model(x[200:]).softmax(1),yb[200:]
+            calls = [lambda: ImbalanceInterpretation(learn, learn.dls.valid, torch.zeros(len(t)), preds=p, targs=t)]
+        for call in calls:
+            with learn.no_bar(), pytest.raises(ValueError, match=re.escape(msg)): call()
+
+
+def test_scores_that_are_not_probabilities_are_refused_where_probabilities_are_needed():
+    "PyTorch's raw losses give fastai no activation: the interpretation and threshold_for refuse logits (naming fastai's loss), class_report's argmax needs none"
+    from fastai_imbalance.interpret import ImbalanceInterpretation
+    set_seed(0)
+    x = torch.randn(300, 4)
+    y = (x[:, 0] > 0.3).long() + (x[:, 1] > 1).long()
+    learn = _tensor_learner(x, y, nn.Linear(4, 3), nn.CrossEntropyLoss())
+    with torch.no_grad(): learn.model.bias.copy_(torch.tensor([3., 0., -1.]))
+    with learn.no_bar(): r = learn.class_report()
+    assert int(r.support.sum()) == 100
+    for call in (lambda: learn.threshold_for(specificity=0.9, pos=1), lambda: ImbalanceInterpretation.from_learner(learn)):
+        with learn.no_bar(), pytest.raises(ValueError, match=r"not probabilities: PyTorch's CrossEntropyLoss .* use fastai's loss_func=CrossEntropyLossFlat\(\)"): call()
+    nll = _tensor_learner(x, y, nn.Sequential(nn.Linear(4, 3), nn.LogSoftmax(1)), nn.NLLLoss())  # log-probabilities: negative
+    with nll.no_bar(), pytest.raises(ValueError, match=r"the scores include -[0-9.]+, not probabilities: PyTorch's NLLLoss"): nll.threshold_for(specificity=0.9, pos=2, apply=True)
+    assert not any(type(cb).__name__ == 'OperatingThreshold' for cb in nll.cbs)
+    ml = _tensor_learner(x, (x[:, :3] > 0).float(), nn.Linear(4, 3), nn.functional.binary_cross_entropy_with_logits)
+    with torch.no_grad(): ml.model.bias.fill_(3.)
+    with ml.no_bar(), pytest.raises(ValueError, match=re.escape("use fastai's loss_func=BCEWithLogitsLossFlat()")): ml.class_report()
+
+
+def test_an_ignore_index_on_a_multilabel_loss_keeps_the_probability_check():
+    "A multilabel loss with an ignore_index attribute: its (n, L) targets are not flattened away, so logits are still refused"
+    class MaskedBCE(nn.Module):
+        ignore_index = -1
+        def forward(self, o, y, reduction='mean'):
+            l = nn.functional.binary_cross_entropy_with_logits(o, y.clamp(0, 1), reduction='none')
+            return l.mean() if reduction == 'mean' else l
+    x = torch.randn(300, 4)
+    learn = _tensor_learner(x, (x[:, :3] > 0).float(), nn.Linear(4, 3), MaskedBCE())
+    with torch.no_grad(): learn.model.bias.fill_(3.)
+    with learn.no_bar(), pytest.raises(ValueError, match=re.escape("multilabel scores must be probabilities, but the scores include")): learn.class_report()
+
+
+def test_print_classification_report_scores_the_items_the_tables_score(capsys):
+    from sklearn.metrics import classification_report
+    from fastai_imbalance.interpret import ImbalanceInterpretation
+    set_seed(0)
+    x = torch.randn(300, 4)
+    y = (x[:, 0] > 0.3).long() + (x[:, 1] > 1).long()
+    y[200::7] = -100
+    learn = _tensor_learner(x, y, nn.Linear(4, 3), CrossEntropyLossFlat())
+    with learn.no_bar(): interp = ImbalanceInterpretation.from_learner(learn); p,t = learn.get_preds()
+    capsys.readouterr()
+    interp.print_classification_report()
+    k = t != -100
+    assert capsys.readouterr().out.strip() == classification_report(t[k].numpy(), p[k].argmax(1).numpy(), labels=[0, 1, 2], target_names=['0', '1', '2'], zero_division=0).strip()
