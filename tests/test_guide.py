@@ -12,6 +12,8 @@ def test_guide_numbers_are_the_saved_results():
     "Every three-decimal figure the prose quotes appears in a saved run's summary (a re-run that moves it fails here)"
     from fastai_imbalance.bench import load_results, summarize
     tables = ' '.join(summarize(load_results(root/'bench'/'results'/t)).to_string() for t in ('single', 'many', 'rare', 'multilabel'))
+    tab = json.loads((root/'nbs'/'14_tutorial_tabular.ipynb').read_text())  # the table's figures: the tabular tutorial's saved outputs (its paired seeds)
+    tables += ' '.join(''.join(o.get('text', '')) + ''.join(o.get('data', {}).get('text/plain', '')) for c in tab['cells'] for o in c.get('outputs', []))
     quoted = set(re.findall(r'(?<![\d.])[-−+]?\d\.\d{3}(?!\d)', prose))
     assert len(quoted) >= 10
     missing = sorted(q for q in quoted if q.replace('−', '-').lstrip('+') not in tables)
@@ -19,9 +21,9 @@ def test_guide_numbers_are_the_saved_results():
 
 
 def test_guide_recipes_name_what_exists():
-    "Each python recipe parses, and every function or class it calls is in fastai.vision.all or fastai_imbalance.all"
+    "Each python recipe parses, and every function or class it calls is in fastai's vision, tabular or text API, or in fastai_imbalance.all"
     ns = {}
-    exec('from fastai.vision.all import *\nfrom fastai_imbalance.all import *', ns)
+    exec('from fastai.vision.all import *\nfrom fastai.tabular.all import *\nfrom fastai.text.all import *\nfrom fastai_imbalance.all import *', ns)
     blocks = re.findall(r'```python\n(.*?)```', prose, re.S)
     assert len(blocks) >= 4
     for b in blocks:
