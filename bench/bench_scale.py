@@ -13,7 +13,7 @@ and its peak resident memory above the process's level when the step began (samp
   `PriorShift('uniform')`; `estimate_priors` (BCTS calibration + EM) on 20,000 unlabelled items drawn with other
   priors; `ImbalanceInterpretation.from_learner` with its tables and plots; `class_report`.
 
-Ratios are against the step each one adds to (a validation pass, a plain fit, a plain `get_preds`). Targets (issue 16):
+Ratios are against the step each one adds to (a validation pass, a plain fit, a plain `get_preds`). Targets:
 the five metrics add at most 3 s to the validation pass (binned at most 1 s); `estimate_priors` under 30 s and 3 GB;
 interpretation under 10 s; nothing quadratic in the classes except the confusion matrix that interpretation outputs.
 """

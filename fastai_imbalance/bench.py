@@ -67,7 +67,7 @@ method_settings = {
     'FocalLoss': "Lin et al. 2017: γ=2, no α (fastai's FocalLoss)",
     'LogitAdjustedLoss': "Menon et al. 2021: logit-adjusted loss, τ=1",
     'BalancedFinetune()': "the library's default: natural training, then fastai's head (kept, not re-initialised) retrained on a balanced draw for the last 25% of epochs, cosine from the fit's peak rate",
-    'BalancedFinetune(reinit=True) (cRT)': "Kang et al. 2020's cRT: as BalancedFinetune(), with the last linear layer re-initialised at the stage (the default until the paired study of issue 16)",
+    'BalancedFinetune(reinit=True) (cRT)': "Kang et al. 2020's cRT: as BalancedFinetune(), with the last linear layer re-initialised at the stage (the default before a paired study measured it worse than keeping the classifier the natural epochs trained)",
     'PriorShift(uniform) on cross-entropy': "the cross-entropy model's logits shifted to a uniform prior (no training; same seed's model)",
     'combined: LDAM + BalancedFinetune(drw)': "Cao et al. 2019: cosine classifier, s=30, max margin 0.5; deferred re-weighting (effective number, β=0.9999) for the last 20% of epochs (their 160 of 200)",
     'PairwiseAUCLoss + CE': "squared-hinge AUC surrogate + cross-entropy on class-aware batches (dls.resampled('balanced'): half positives per batch, LibAUC's DualSampler rate 0.5); 'ResampledDL balanced' is its ablation",

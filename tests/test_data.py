@@ -228,7 +228,7 @@ def test_export_of_a_resampled_learner(lt_path, tmp_path):
     with pytest.raises(ValueError, match='the training split is empty'): ResampledDL(dls.train.dataset.new_empty(), bs=4)
 
 
-# --- issue 15: inference sees every item once, a new strategy replaces the old, whole blocks, workers ---
+# --- inference sees every item once, a new strategy replaces the old, whole blocks, workers ---
 
 @pytest.mark.parametrize('drop_last', [False, True])
 def test_get_preds_on_a_resampled_train_loader_sees_every_item_once(lt_path, drop_last):

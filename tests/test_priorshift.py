@@ -1,4 +1,4 @@
-"PriorShift (work in progress, issue 5): Bayes' rule on logits, calibration, EM/BBSE estimates, bad input, export."
+"PriorShift: Bayes' rule on logits, calibration, EM/BBSE estimates, bad input, export."
 import re, warnings
 import numpy as np, pytest, torch
 from fastai.vision.all import ImageDataLoaders, vision_learner, load_learner, CrossEntropyLossFlat, set_seed
@@ -332,7 +332,7 @@ def test_bad_priors_and_nan_logits_through_a_learner(lt_path):
     with pytest.raises(ValueError, match=re.escape('logits contain NaN or inf (first at [0, 0]: nan)')): learn.get_preds()
 
 
-# --- issue 15: the loss's declared kind, early resolution, inference only, EM to the maximum ---
+# --- the loss's declared kind, early resolution, inference only, EM to the maximum ---
 
 def ml_dls(ml_path, bs=64):
     import pandas as pd
@@ -507,7 +507,7 @@ def test_calibration_reaches_the_autograd_optimum(method):
 
 @pytest.mark.parametrize('margin', [30, 1000])
 def test_calibration_of_an_overconfident_model(margin):
-    "A saturated softmax (right on 90% of items by a margin of 30 or 1000) has almost no curvature at T=1: BCTS/VS must still reach TS's NLL or better (the review found BCTS stuck at T=1)"
+    "A saturated softmax (right on 90% of items by a margin of 30 or 1000) has almost no curvature at T=1: BCTS/VS must still reach TS's NLL or better (BCTS once stopped at T=1 there)"
     import torch.nn.functional as F
     g = torch.Generator().manual_seed(0); n, k = 600, 10
     y = torch.randint(0, k, (n,), generator=g)

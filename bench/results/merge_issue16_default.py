@@ -1,4 +1,4 @@
-"Issue 16's default change: the saved 'BalancedFinetune (cRT)' rows were BalancedFinetune() with the old default (reinit=True), i.e. the recipe now named 'BalancedFinetune(reinit=True) (cRT)'; the new default's rows come from the re-run"
+"The default's change (2026-12-02): the saved 'BalancedFinetune (cRT)' rows were BalancedFinetune() with the old default (reinit=True), i.e. the recipe now named 'BalancedFinetune(reinit=True) (cRT)'; the new default's rows come from the re-run"
 import matplotlib; matplotlib.use('Agg')
 from fastai_imbalance.bench import load_results, combine_results, save_results, method_settings, single_label_methods
 import pandas as pd
