@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 
 $(LATEST)/.installed: settings.ini setup.py .ci/constraints.txt
 	$(PY) -m venv $(LATEST)
-	$(LATEST)/bin/$(PIP_INSTALL) "$(LATEST_FASTAI)" pytest hypothesis imbalanced-learn beautifulsoup4 html5lib -e .
+	$(LATEST)/bin/$(PIP_INSTALL) "$(LATEST_FASTAI)" pytest pytest-xdist hypothesis imbalanced-learn beautifulsoup4 html5lib -e .
 	touch $@
 install-latest: $(LATEST)/.installed
 
@@ -35,15 +35,22 @@ nbtest: install
 	# one thread per notebook: two notebooks on two cores, each with two torch threads, oversubscribe and run 2-3x slower
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PATH="$(BIN):$$PATH" nbdev_test --n_workers 2 --timing
 
+# two pytest workers (pytest-xdist) of one torch thread each: the tests' small tensors gain nothing from a second thread per process
+ONE_THREAD = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+PYTEST_ARGS = tests -q -n 2 --durations=10
 pytest: install chromium
-	$(BIN)/python -m pytest tests -q
+	$(ONE_THREAD) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 pytest-latest: install-latest
 	$(LATEST)/bin/python -c "import fastai, fastcore; print('newest stack: fastai', fastai.__version__, 'fastcore', fastcore.__version__)"
-	$(LATEST)/bin/python -m pytest tests -q
+	$(ONE_THREAD) $(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
 
-# The README's test command: everything CI checks
-test: sync nbtest docs-check pytest pytest-latest package-check
+# The README's test command: everything CI checks. What waits on the disk or the network (the newest-fastai environment,
+# Chromium, the package build) runs beside the notebooks, which keep both cores busy; -O keeps each step's output together
+test: install
+	$(MAKE) sync
+	$(MAKE) -j4 -O nbtest install-latest chromium package-check
+	$(MAKE) docs-check pytest pytest-latest
 
 # The docs site without Quarto: nbdev's notebook processing into _proc/, outputs cleaned, mkdocs-material (mkdocs.yml) into _docs/
 docs: install readme
