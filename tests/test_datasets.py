@@ -1,5 +1,5 @@
 "The embedded digit sets: real scans, exact shapes, deterministic, reusable, safe to build concurrently."
-import hashlib, json, subprocess, sys
+import hashlib, json, re, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from PIL import Image
@@ -132,6 +132,30 @@ def test_glyphs_lt_many_classes_long_tail(tmp_path):
 
 
 def test_glyphs_lt_faces_without_ink(tmp_path):
-    "A face listed for a code point may draw no ink at the set's size (U+1D3D in DejaVuSansMono-Oblique): the review's seeds 2 and 3 crashed"
+    "A face listed for a code point may draw no ink at the set's size (U+1D3D in DejaVuSansMono-Oblique): seeds 2 and 3 crashed on it"
     from fastai_imbalance.datasets import glyphs_lt
     assert (glyphs_lt(tmp_path/'s2', seed=2)/'manifest.json').exists()
+
+
+def test_photos_lt_counts_classes_and_reuse(tmp_path):
+    from fastai_imbalance.datasets import photos_lt, lt_counts, _manifest
+    p = photos_lt(tmp_path/'p', n_classes=12, n_max=40, imbalance=20, n_valid_per_class=4, size=24)
+    dls = ImageDataLoaders.from_folder(p, valid='valid', bs=16, num_workers=0)
+    c = class_counts(dls)
+    assert len(c) == 12 and sorted(c.values, reverse=True) == lt_counts(40, 20, 12)
+    assert set(class_counts(dls, split='valid').values) == {4}
+    assert all(re.fullmatch(r'(china|flower|grace_hopper)_r[0-2]c[0-2]', v) for v in dls.vocab)
+    assert photos_lt(tmp_path/'p', n_classes=12, n_max=40, imbalance=20, n_valid_per_class=4, size=24) == p  # reused
+    other = photos_lt(tmp_path/'q', n_classes=12, n_max=40, imbalance=20, n_valid_per_class=4, size=24, seed=1)
+    assert _manifest(other)['files'] != _manifest(p)['files']
+    with pytest.raises(ValueError, match=re.escape("n_classes must lie in 2..27")): photos_lt(tmp_path/'r', n_classes=1)
+
+
+def test_photo_crops_stay_inside_their_part_of_the_cell():
+    "A crop never leaves its box: on an image that is bright only inside the box, every crop pixel is bright"
+    from fastai_imbalance.datasets import _photo_crop
+    rng = np.random.default_rng(0)
+    img = np.zeros((142, 213, 3), np.uint8)
+    for box in ((0, 0, 142, 142), (0, 142, 142, 213)):  # a cell's training part (left two thirds) and its validation part
+        img[:] = 0; t,l,b,r = box; img[t:b, l:r] = 255
+        assert all(_photo_crop(img, box, rng, 32).min() >= 200 for _ in range(200))
