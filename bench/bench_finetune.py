@@ -1,6 +1,6 @@
 """BalancedFinetune against plain training and fastai's oversampling on the long-tailed digits (or the rare-positive digits).
 
-    python bench/bench_finetune.py [--seeds 5] [--epochs 10] [--imbalance 100] [--data lt|rare] [--data-seed 0] [--methods a,b]
+    python bench/bench_finetune.py [--seeds 5] [--epochs 10] [--imbalance 100] [--data lt|rare|many|photos] [--data-seed 0] [--methods a,b]
 
 Same model (resnet18, pretrained=False), data, batch size, learning rate and total epoch budget for every
 method; mean ± std over seeds of accuracy, balanced accuracy, macro-F1 and many/medium/few-shot class
@@ -10,7 +10,7 @@ the same batches at the same seed; the difference from plain CE is given per see
 Each trained model is also scored with PriorShift('uniform') added (shifted from the prior it was trained under), paired
 with itself: after a balanced stage the shift must change nothing (no double correction).
 """
-import argparse, time, warnings, json  # the recipes name `reinit` explicitly: its default changed (False since issue 16's study)
+import argparse, time, warnings, json  # the recipes name `reinit` explicitly: its default changed (False since the paired study of 2026-12-02)
 warnings.filterwarnings('ignore')
 import numpy as np, pandas as pd, torch
 from scipy import stats
@@ -18,6 +18,7 @@ from fastai.vision.all import *
 from fastai.callback.data import WeightedDL
 from fastai_imbalance.all import *
 from fastai_imbalance.finetune import BalancedFinetune
+from fastai_imbalance.datasets import photos_lt
 from fastai_imbalance.bench import small_convnet, shot_thresholds
 
 
@@ -35,6 +36,20 @@ def evaluate(learn, counts):
     res = dict(accuracy=float((p.argmax(1) == t).double().mean()), balanced_accuracy=ba.value, macro_f1=f1.value)
     for g, m in shot_groups(counts).items(): res[f'{g}_shot'] = rec[m].mean() if m.any() else np.nan
     return res
+
+
+class StageTimer(Callback):
+    "Wall seconds of each epoch's training phase, from its before_epoch (where BalancedFinetune switches, and a cached stage computes its cache) to its after_train, and whether it was a stage epoch"
+    order = -50  # before every callback's before_epoch
+    def before_fit(self): self.rows = []
+    def before_epoch(self): self.t = time.perf_counter()
+    def after_train(self):
+        bf = next((cb for cb in self.learn.cbs if isinstance(cb, BalancedFinetune)), None)
+        self.rows.append((time.perf_counter() - self.t, bf is not None and bf.active and bf.stage != 'natural'))
+    def summary(self):
+        "Mean natural epoch (the first left out: it pays the process's one-off costs) and the whole stage, in seconds"
+        nat = [t for i,(t,s) in enumerate(self.rows) if not s and i > 0] or [t for t,s in self.rows if not s]
+        return dict(natural_epoch_s=float(np.mean(nat)), stage_s=float(sum(t for t,s in self.rows if s)))
 
 
 def run(method, path, seed, epochs, lr=3e-3, bs=32, arch=resnet18, size=None):
@@ -56,23 +71,28 @@ def run(method, path, seed, epochs, lr=3e-3, bs=32, arch=resnet18, size=None):
            'BalancedFinetune stage = LogitAdjustedLoss (all layers)': [BalancedFinetune(mode='drw', loss_func=LogitAdjustedLoss(dls))],
            'BalancedFinetune stage = LogitAdjustedLoss (head)': [BalancedFinetune(mode='drw', train='head', loss_func=LogitAdjustedLoss(dls))],
            'BalancedFinetune classifier (Kang et al. cRT)': [BalancedFinetune(train='classifier', reinit=True)],
+           'BalancedFinetune classifier without re-init': [BalancedFinetune(train='classifier', reinit=False)],
+           'BalancedFinetune classifier (cached)': [BalancedFinetune(train='classifier', reinit=False, cache=True)],
+           'BalancedFinetune classifier (cached; 10 passes)': [BalancedFinetune(train='classifier', reinit=False, cache=True, n=10 * len(dls.train_ds))],
            'BalancedFinetune all layers': [BalancedFinetune(train='all')],
            'DRW (BalancedFinetune mode=drw)': [BalancedFinetune(mode='drw')]}[method]
     learn = vision_learner(dls, arch, pretrained=False, cbs=cbs, loss_func=loss)
-    t = time.perf_counter()
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
+    t, timer = time.perf_counter(), StageTimer()
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr, cbs=timer)
     res = evaluate(learn, class_counts(dls).values)
     res['seconds'] = time.perf_counter() - t
+    res.update(timer.summary())
     learn.add_cb(PriorShift('uniform'))  # the same weights, shifted from the prior they were trained under: the double-correction check
     shifted = evaluate(learn, class_counts(dls).values)
-    shifted['seconds'] = 0.
+    shifted.update(seconds=0., natural_epoch_s=res['natural_epoch_s'], stage_s=0.)
     return res, shifted
 
 
 METHODS = ['plain CE', "fastai weighted_dataloaders", 'LogitAdjustedLoss (whole fit)', 'ResampledDL balanced (whole fit)',
            'BalancedFinetune head (cRT)', 'BalancedFinetune classifier (Kang et al. cRT)', 'BalancedFinetune all layers', 'DRW (BalancedFinetune mode=drw)',
            'BalancedFinetune head without re-init', 'BalancedFinetune head for half the fit', 'BalancedFinetune stage = LogitAdjustedLoss (all layers)',
-           'BalancedFinetune stage = LogitAdjustedLoss (head)', 'BalancedFinetune head (sqrt stage)']
+           'BalancedFinetune stage = LogitAdjustedLoss (head)', 'BalancedFinetune head (sqrt stage)',
+           'BalancedFinetune classifier without re-init', 'BalancedFinetune classifier (cached)', 'BalancedFinetune classifier (cached; 10 passes)']
 
 
 def paired(d, base, col='balanced_accuracy'):
@@ -84,11 +104,12 @@ def paired(d, base, col='balanced_accuracy'):
 
 def main(seeds=5, epochs=10, imbalance=100, out=None, data='lt', methods=None, data_seed=0, first_seed=0):
     torch.set_num_threads(2)
-    path = digits_lt(imbalance=imbalance, seed=data_seed) if data == 'lt' else digits_rare() if data == 'rare' else glyphs_lt()
+    path = (digits_lt(imbalance=imbalance, seed=data_seed) if data == 'lt' else digits_rare() if data == 'rare' else
+            photos_lt(seed=data_seed) if data == 'photos' else glyphs_lt())
     kw = dict(arch=small_convnet, size=24, bs=64) if data == 'many' else {}
     methods = METHODS if methods is None else ['plain CE'] + [m for m in METHODS if m in methods.split(',') and m != 'plain CE']
     cc = class_counts(ImageDataLoaders.from_folder(path, valid='valid', num_workers=0))
-    print(f"{'digits_lt(imbalance=%g, seed=%d)' % (imbalance, data_seed) if data == 'lt' else 'digits_rare()' if data == 'rare' else 'glyphs_lt()'}: "
+    print(f"{'digits_lt(imbalance=%g, seed=%d)' % (imbalance, data_seed) if data == 'lt' else 'digits_rare()' if data == 'rare' else 'photos_lt(seed=%d)' % data_seed if data == 'photos' else 'glyphs_lt()'}: "
           f"train {cc.tolist() if len(cc) <= 20 else f'{len(cc)} classes, {cc.max()}..{cc.min()}'}; "
           f"{'small_convnet (size 24, batch 64)' if data == 'many' else 'resnet18'}, {epochs} epochs fit_one_cycle, {seeds} seeds\n")
     rows = []
@@ -109,7 +130,7 @@ def main(seeds=5, epochs=10, imbalance=100, out=None, data='lt', methods=None, d
         print(f'{m:34s} balanced accuracy {mean:+.1f} points vs plain CE, 95% interval [{mean - h:+.1f}, {mean + h:+.1f}] '
               f'(per seed: {" ".join(f"{v:+.1f}" for v in diff)}); many-shot {100*(d.many_shot - base.many_shot).mean():+.1f}')
     singles = [m for m in ('plain CE + PriorShift(uniform)', 'LogitAdjustedLoss (whole fit)', 'ResampledDL balanced (whole fit)') if m in set(df.method)]
-    for m in [m for m in methods if m.startswith('BalancedFinetune')]:  # issue 16's bar: the default must reach the best single technique
+    for m in [m for m in methods if m.startswith('BalancedFinetune')]:  # the default's bar: it must reach the best single technique
         for o in singles:
             diff, mean, h = paired(df[df.method == m].set_index('seed'), df[df.method == o].set_index('seed'))
             print(f'{m} minus {o}: {mean:+.1f} points of balanced accuracy, 95% interval [{mean - h:+.1f}, {mean + h:+.1f}]')
@@ -118,10 +139,17 @@ def main(seeds=5, epochs=10, imbalance=100, out=None, data='lt', methods=None, d
         a, b = (df[df.method == m].set_index('seed') for m in ms)
         diff, mean, h = paired(b, a)
         print(f'classifier minus head (both cRT): {mean:+.1f} points of balanced accuracy, 95% interval [{mean - h:+.1f}, {mean + h:+.1f}]')
-    for m in methods:  # the shift from the prior the model was trained under never makes it worse on a balanced set (issue 15's double correction)
+    for m in methods:  # the shift from the prior the model was trained under never makes it worse on a balanced set (no double correction)
         a, b = (df[df.method == x].set_index('seed') for x in (m, f'{m} + PriorShift(uniform)'))
         diff, mean, h = paired(b, a)
         print(f'{m:34s} + PriorShift(uniform) minus alone: {mean:+.1f} points of balanced accuracy, 95% interval [{mean - h:+.1f}, {mean + h:+.1f}]')
+    staged = [m for m in methods if m.startswith('BalancedFinetune')]
+    if staged: print('\nthe stage\'s cost (training phases, from the stage\'s first before_epoch; cache included), against one natural epoch of the same fit:')
+    for m in staged:
+        d = df[df.method == m]
+        r = d.stage_s / d.natural_epoch_s
+        print(f'  {m:56s} stage {d.stage_s.mean():6.1f} s, natural epoch {d.natural_epoch_s.mean():5.1f} s: {r.mean():.2f} of an epoch '
+              f'(seeds: {r.min():.2f} .. {r.max():.2f})')
     if out: df.to_csv(out, index=False)
 
 
@@ -132,7 +160,8 @@ if __name__ == '__main__':
     ap.add_argument('--epochs', type=int, default=10)
     ap.add_argument('--imbalance', type=float, default=100)
     ap.add_argument('--out', default=None)
-    ap.add_argument('--data', default='lt', choices=['lt', 'rare', 'many'], help="many: glyphs_lt's 1,000 classes with the bench's small_convnet")
+    ap.add_argument('--data', default='lt', choices=['lt', 'rare', 'many', 'photos'],
+                    help="many: glyphs_lt's 1,000 classes with the bench's small_convnet; photos: photos_lt's 27 photo-region classes (150:2), the confirmation set")
     ap.add_argument('--data-seed', type=int, default=0, help="digits_lt's scan shuffle: another seed (and --imbalance) gives a set nothing was tuned on")
     ap.add_argument('--methods', default=None, help='comma-separated subset (plain CE is always run, as the baseline)')
     main(**vars(ap.parse_args()))

@@ -1,6 +1,6 @@
 """The 5,000-class scale run: what the library costs when the classes are many, through `Learner.fit`.
 
-    python bench/bench_scale.py [--classes 5000] [--n-max 200] [--valid-per-class 5] [--target 20000] [--quick]
+    python bench/bench_scale.py [--classes 5000] [--n-max 200] [--valid-per-class 5] [--target 20000] [--quick] [--stage]
 
 5,000 classes whose training counts fall exponentially from 200 to 1 (about 188,000 items), 25,000 balanced
 validation items (5 per class), a cheap model (64 features -> 64 -> 5,000 logits) so that the library's own costs
@@ -67,7 +67,19 @@ def make_data(C, n_max, n_valid, n_target, d=64, seed=0):
     return X, y, counts, ntr, nva, torch.as_tensor(p_t)
 
 
-def main(classes=5000, n_max=200, valid_per_class=5, target=20000, quick=False):
+def stage_costs(mk, dls, epochs=4):
+    "BalancedFinetune's stage against a natural epoch of the same fit: the default stage, the classifier alone, and the classifier on cached inputs"
+    from bench_finetune import StageTimer
+    print(f'\nthe stage\'s cost ({epochs} epochs, the last {epochs // 4} the stage; training phases, cache included):')
+    for name,bf in (('BalancedFinetune()', BalancedFinetune()), ("BalancedFinetune(train='classifier')", BalancedFinetune(train='classifier')),
+                    ("BalancedFinetune(train='classifier', cache=True)", BalancedFinetune(train='classifier', cache=True))):
+        t = StageTimer()
+        mk(cbs=bf).fit(epochs, 1e-2, cbs=t)
+        r = t.summary()
+        print(f"  {name:52s} stage {r['stage_s']:6.2f} s, natural epoch {r['natural_epoch_s']:6.2f} s: {r['stage_s'] / r['natural_epoch_s']:.2f} of an epoch", flush=True)
+
+
+def main(classes=5000, n_max=200, valid_per_class=5, target=20000, quick=False, stage=False):
     torch.set_num_threads(2)
     if quick: classes, n_max, target = 500, 50, 2000
     rows = {}
@@ -92,6 +104,7 @@ def main(classes=5000, n_max=200, valid_per_class=5, target=20000, quick=False):
     torch.manual_seed(0)
     mk().fit(1, 1e-2)  # warm-up, untimed: the process's first fit pays one-off costs (allocator, kernels' first calls) that would flatter every ratio against it
     learn = mk()
+    if stage: return stage_costs(mk, dls)
     if True:
         with Peak('plain fit, 1 epoch', rows): learn.fit(1, 1e-2)
         with Peak('validate(), no metrics', rows): learn.validate()
@@ -141,5 +154,6 @@ if __name__ == '__main__':
     ap.add_argument('--valid-per-class', type=int, default=5)
     ap.add_argument('--target', type=int, default=20000)
     ap.add_argument('--quick', action='store_true', help='500 classes, counts 50..1, 2,000 target items: a smoke test of the script')
+    ap.add_argument('--stage', action='store_true', help="only BalancedFinetune's stage against a natural epoch: default, classifier alone, classifier cached")
     a = ap.parse_args()
-    main(a.classes, a.n_max, a.valid_per_class, a.target, a.quick)
+    main(a.classes, a.n_max, a.valid_per_class, a.target, a.quick, a.stage)

@@ -6,14 +6,18 @@
 __all__ = ['stage_modes', 'train_modes', 'last_linear', 'BalancedFinetune', 'ProgressiveBalancing']
 
 # %% ../nbs/03_finetune.ipynb #b6041e5e
-import warnings
+import warnings, contextlib
 import numpy as np, torch
 from torch import nn
+from torch.utils.data import TensorDataset
 from fastcore.basics import store_attr, ifnone, patch
 from fastcore.meta import delegates
 from fastai.callback.schedule import SchedCos, combined_cos, sched_lin
 from fastai.callback.tracker import SaveModelCallback, EarlyStoppingCallback
 from fastai.learner import Learner, ValueMetric
+from fastai.data.core import TfmdDL
+from fastai.callback.fp16 import MixedPrecision
+from fastai.callback.mixup import MixHandler
 from fastai.optimizer import OptimWrapper
 from fastai.losses import CrossEntropyLossFlat
 from .core import class_weights
@@ -72,12 +76,15 @@ class BalancedFinetune(_Restores):
                  loss_func=None, # Stage loss (default: unchanged for 'crt', class-balanced cross-entropy for 'drw')
                  beta:float=0.9999, # β of the effective-number weights of 'drw'
                  head=None, # The head module, or a function of the model returning it (default: the last parameter group)
+                 cache:bool=False, # Retrain the classifier on its inputs computed once at the stage's start (eval mode, no augmentation; `train='classifier'`): one inference pass instead of full epochs
                  **resample_kwargs): # More `ResampledDL` options for the stage (`n`, `replace`, `per_batch` ...)
         if mode not in stage_modes: raise ValueError(f"mode={mode!r}: use one of {stage_modes}")
         if sched not in ('cos', 'one_cycle'): raise ValueError(f"sched={sched!r}: use 'cos' or 'one_cycle'")
         train = ifnone(train, 'head' if mode == 'crt' else 'all')
         if not (train in train_modes or (isinstance(train, int) and not isinstance(train, bool) and train > 0)):
             raise ValueError(f"train={train!r}: use one of {train_modes} or a positive number of parameter groups")
+        if cache and (mode != 'crt' or train != 'classifier'):
+            raise ValueError(f"cache=True retrains the classifier alone on its cached inputs: it needs mode='crt' and train='classifier', got mode={mode!r}, train={train!r}")
         if epochs is not None and (not isinstance(epochs, int) or epochs < 1): raise ValueError(f"epochs must be a positive int, got {epochs}")
         if not 0 < pct < 1: raise ValueError(f"pct must lie in (0, 1), got {pct}")
         store_attr(but='resample_kwargs,train')
@@ -85,6 +92,8 @@ class BalancedFinetune(_Restores):
         self.stage,self.active,self._saved,self._pre_stage,self._stage_prior = 'natural',False,None,False,None
         self._stage_dl = self._stage_loss = self._head = self._head_mod = self._replaced = None
         self._frozen_bn,self._no_step = [],[]
+        self._lin = self._feat_dl = self._full = self._probe_h = None
+        self._cached_train = False
 
 # %% ../nbs/03_finetune.ipynb #f88e181f
 @patch
@@ -107,7 +116,10 @@ def _stage_value(self:BalancedFinetune)->int: return int(self.stage != 'natural'
 def before_fit(self:BalancedFinetune):
     if not self._new_fit(): return  # once per fit: not for the before_fit of a validate() or get_preds() inside it
     self.active = False
-    if getattr(self.learn, '_imb_warmup', False): self.learn._imb_warmup = False; return  # fine_tune's frozen warm-up fit
+    if getattr(self.learn, '_imb_warmup', False):  # fine_tune's frozen warm-up fit: left alone, but cache=True refuses now what it cannot do
+        self.learn._imb_warmup = False
+        if self.cache: self._lin = last_linear(_head_params(self.learn, self.head)[1]); self._check_cache()
+        return
     self.start = self._stage_start()
     if self.start is None: return
     self.active,self.stage,self._lr_max,self._no_step,self._pre_stage,self._stage_steps = True,'natural',None,[],False,0
@@ -125,13 +137,36 @@ def _check_head(self:BalancedFinetune):
     if self.train_what in ('classifier', 'head') or self.reinit:
         params,mod = _head_params(self.learn, self.head)
         lin = last_linear(mod) if self.reinit or self.train_what == 'classifier' else None
-        self._head,self._head_mod = (list(lin.parameters()) if self.train_what == 'classifier' else params),mod
+        self._head,self._head_mod,self._lin = (list(lin.parameters()) if self.train_what == 'classifier' else params),mod,lin
     if self.mode == 'crt':  # build the stage's loader now: impossible balancing raises here
         self._stage_dl = self._saved['base'].new(cls=resampled_type(self._saved['base']), strategy=self.strategy, shuffle=True, **self.resample_kwargs)
     else: self._stage_dl = None
     if self.mode == 'drw' and self.loss_func is None:
         self._stage_loss = CrossEntropyLossFlat(weight=class_weights(self._saved['base'], method='effective', beta=self.beta).to(self.dls.device or 'cpu'))
     else: self._stage_loss = self.loss_func
+    if self.cache: self._check_cache()
+
+@patch
+def _check_cache(self:BalancedFinetune):
+    "cache=True: refuse what it cannot do before any training, and check at the first batch that the model's output is its classifier's"
+    if isinstance(self.learn.model, nn.parallel.DistributedDataParallel):
+        raise ValueError("BalancedFinetune(cache=True) under distributed training: each rank would retrain on a cache of its own; use cache=False")
+    mix = [type(cb).__name__ for cb in self.learn.cbs if isinstance(cb, MixHandler)]
+    if mix: raise ValueError(f"BalancedFinetune(cache=True) with {mix[0]}: the stage's batches are the classifier's inputs, not images to mix or cut; use cache=False")
+    self._probe = []
+    self._probe_h = self._lin.register_forward_hook(lambda m, i, o: self._probe.append((i[0].ndim, o)))
+
+@patch
+def after_pred(self:BalancedFinetune):
+    "At the fit's first batch, before its first step: the cache replaces the model by its classifier, so the classifier's output must be the model's"
+    if self._probe_h is None: return
+    self._probe_h.remove(); self._probe_h = None
+    got,self._probe = self._probe,[]
+    why = ("the model returns a tuple" if not isinstance(self.pred, torch.Tensor) else
+           f"the last linear layer ran {len(got)} times in one forward pass" if len(got) != 1 else
+           f"its inputs have {got[0][0]} dimensions, not (batch, features)" if got[0][0] != 2 else
+           "something follows it in the model" if got[0][1] is not self.pred and not (got[0][1].shape == self.pred.shape and torch.equal(got[0][1], self.pred)) else None)
+    if why: raise ValueError(f"BalancedFinetune(cache=True) needs a model whose output is its last linear layer's, run once on (batch, features) inputs, but {why}: use cache=False")
 
 # %% ../nbs/03_finetune.ipynb #518b41fa
 def _sync_from_rank0(params):
@@ -152,6 +187,7 @@ def before_epoch(self:BalancedFinetune):
     if not self.active or self.stage != 'natural' or self.epoch != self.start: return  # switch once, whatever validate() inside the fit sends
     self.stage = 'balanced' if self.mode == 'crt' else 'reweighted'
     if self._stage_dl is not None: self._replaced = self.dls.train; _set_train(self.dls, self._stage_dl)  # DistributedTrainer wraps it per epoch
+    if self.cache: self._feat_dl = self._cached_dl()
     if self._stage_loss is not None: self.learn.loss_func = self._stage_loss
     try: self._stage_prior = training_prior(self.learn)  # recorded now: fastai's DistributedTrainer puts its own loaders back before the fit ends
     except Exception: self._stage_prior = None
@@ -166,6 +202,37 @@ def before_epoch(self:BalancedFinetune):
         self.opt.set_hyper('wd', self.wd)  # fastai's call: works for fastai's optimizers and OptimWrapper alike
     self._lr_max = np.array([h['lr'] for h in self.opt.hypers]) if self._lr_max is None else self._lr_max
     if self.lr is not None: self._lr_max = np.full(len(self.opt.hypers), float(self.lr))
+
+class _Features(TensorDataset):
+    "Cached classifier inputs (float16, or float32 where float16 would overflow) and their targets; items come back in float32"
+    def __getitem__(self, i): return self.tensors[0][i].float(),self.tensors[1][i]
+
+@patch
+def _cached_dl(self:BalancedFinetune):
+    "The stage's loader over the classifier's inputs: one pass over the training items (eval mode, validation's transforms), kept in float16 on the CPU, drawn as the stage draws"
+    base = self._saved['base']
+    dl,n,feats,ys = base.new(shuffle=False, drop_last=False),self.dls.n_inp,[],[]
+    def keep(m, i, o):
+        f = i[0].detach().as_subclass(torch.Tensor)
+        feats.append(f.to('cpu', torch.float16 if f.abs().max() < 6e4 else torch.float32))  # float32 where float16 would overflow
+    h = self._lin.register_forward_hook(keep)
+    ds = dl.dataset
+    no_aug = ds.set_split_idx(1) if hasattr(ds, 'set_split_idx') else contextlib.nullcontext()  # fastai's tta does the same to augment
+    mp = next((cb for cb in self.learn.cbs if isinstance(cb, MixedPrecision)), None)
+    was = self.model.training
+    self.model.eval()
+    try:
+        with no_aug, torch.no_grad():
+            for b in dl:
+                with getattr(mp, 'autocast', None) or contextlib.nullcontext(): self.model(*b[:n])
+                ys.append(b[n].detach().as_subclass(torch.Tensor).cpu())
+    finally: h.remove(); self.model.train(was)
+    x = torch.cat(feats) if all(f.dtype == torch.float16 for f in feats) else torch.cat([f.float() for f in feats])
+    if not torch.isfinite(x).all(): raise ValueError("BalancedFinetune(cache=True): the classifier's inputs include non-finite values; use cache=False")
+    y = torch.cat(ys)
+    if y.ndim == 2 and y.shape[1] == 1: y = y[:, 0]  # tabular's (n, 1) class codes
+    fdl = TfmdDL(_Features(x, y), bs=base.bs, num_workers=0, device=base.device, drop_last=self._stage_dl.drop_last)
+    return fdl.new(cls=resampled_type(fdl), strategy=self.strategy, shuffle=True, **self.resample_kwargs)
 
 @patch
 def _set_trainable(self:BalancedFinetune):
@@ -189,6 +256,38 @@ def _set_trainable(self:BalancedFinetune):
 def before_train(self:BalancedFinetune):
     if not self.active or self.stage == 'natural': return
     for m in self._frozen_bn: m.eval()
+    if self._feat_dl is not None: self._cached_train,self.learn.dl = True,self._to_classifier()  # the cached stage trains the classifier alone, on its cached inputs
+
+@patch
+def _to_classifier(self:BalancedFinetune):
+    "While a cached epoch trains: the classifier as the model and the cached loader as the training data (fastai splits batches by its `n_inp`)"
+    if self._full is None: self._full,self._nat = self.learn.model,self.dls.train
+    self.learn.model = self._lin; _set_train(self.dls, self._feat_dl)
+    return self._feat_dl
+
+@patch
+def _to_full(self:BalancedFinetune, learn=None):
+    "The whole model and the stage's loader back: for every validation, and when the training phase ends however it ends"
+    if self._full is None: return
+    learn = ifnone(learn, self.learn)  # `restore` runs after fastai has detached the fit's callbacks
+    learn.model = self._full; _set_train(learn.dls, self._nat)
+    self._full = self._nat = None
+
+@patch
+def before_validate(self:BalancedFinetune): self._to_full()
+
+@patch
+def after_validate(self:BalancedFinetune):
+    if self._cached_train: self._to_classifier()  # a validate() or get_preds() called inside a cached epoch's training
+
+@patch
+def _end_cached(self:BalancedFinetune, learn=None): self._cached_train = False; self._to_full(learn)
+@patch
+def after_train(self:BalancedFinetune): self._end_cached()
+@patch
+def after_cancel_train(self:BalancedFinetune): self._end_cached()
+@patch
+def after_cancel_epoch(self:BalancedFinetune): self._end_cached()  # fastai skips after_train then
 
 @patch
 def after_batch(self:BalancedFinetune):
@@ -238,6 +337,10 @@ def after_fit(self:BalancedFinetune):
 @patch
 def restore(self:BalancedFinetune, learn):
     "Put back the training loader, the trainable parameters, the loss function, the metrics and weight decay"
+    self._end_cached(learn)  # a fit stopped inside a cached epoch
+    if self._feat_dl is not None and getattr(learn, 'dl', None) is self._feat_dl: learn._end_cleanup()  # fastai's own reset: no reference to the cache left
+    if self._probe_h is not None: self._probe_h.remove()
+    self._probe_h = self._feat_dl = self._lin = None
     s = self._saved
     if not s: return
     if self._stage_dl is not None and learn.dls.train is self._stage_dl: _set_train(learn.dls, self._replaced)

@@ -167,7 +167,7 @@ def test_bad_settings_at_fit_start(dls):
     assert learn.dls.train is dls.train  # nothing trained, nothing changed
 
 
-# --- issue 15: every change put back, the stage where it belongs, fastai's own paths ---
+# --- every change put back, the stage where it belongs, fastai's own paths ---
 
 class StageLR(Callback):
     "The optimizer's learning rate (as the torch optimizer holds it, for OptimWrapper) at each training batch, and the weight decay"
@@ -392,3 +392,186 @@ def test_distributed_trainer_putting_loaders_back_keeps_the_stage_prior(dls):
     learn = vision_learner(dls, tiny_arch, pretrained=False)
     quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1), PutBack()])
     torch.testing.assert_close(learn.trained_prior.priors, torch.full((10,), .1, dtype=torch.float64))
+
+
+# --- the cached stage: the classifier retrained on its inputs, computed once ---
+
+class CacheSpy(Callback):
+    "At the first cached epoch: the cache's tensors, the model the batches go through, and the weights before the stage trains"
+    order = BalancedFinetune.order + 1
+    def before_train(self):
+        if self.epoch == self.n_epoch - 1:
+            self.x,self.y = self.learn.dl.dataset.tensors
+            self.trained = self.learn.model
+            self.w = {n: p.detach().clone() for n,p in self._full().named_parameters()}
+    def _full(self): return next(cb for cb in self.learn.cbs if isinstance(cb, BalancedFinetune))._full
+
+
+def _classifier_inputs(model, dl, split_idx):
+    "The last linear layer's inputs on every item of `dl`, in order, in eval mode, with the transforms of split `split_idx`"
+    got = []
+    h = last_linear(model).register_forward_hook(lambda m, i, o: got.append(i[0].detach().float()))
+    model.eval()
+    try:
+        with dl.dataset.set_split_idx(split_idx), torch.no_grad():
+            for b in dl: model(b[0])
+    finally: h.remove()
+    return torch.cat(got)
+
+
+def test_cache_equals_a_fresh_forward_pass_without_augmentation(lt_path):
+    from fastai.vision.all import aug_transforms
+    dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=32, num_workers=0, batch_tfms=aug_transforms(max_rotate=20, size=24))
+    set_seed(0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    spy = CacheSpy()
+    quiet_fit(learn, 2, lr=1e-2, cbs=[BalancedFinetune(epochs=1, train='classifier', cache=True), spy])
+    assert spy.trained is last_linear(learn.model)  # the stage's batches went through the classifier alone
+    body = {n: p for n,p in learn.model.named_parameters()}
+    assert all(torch.equal(spy.w[n], body[n]) for n in spy.w if not n.startswith('1.8.')) and not torch.equal(spy.w['1.8.weight'], body['1.8.weight'])
+    for n,p in learn.model.named_parameters(): p.data.copy_(spy.w[n])  # the weights the cache was computed with
+    plain = dls.train.new(shuffle=False, drop_last=False)
+    fresh = _classifier_inputs(learn.model, plain, 1)
+    assert spy.x.dtype == torch.float16 and spy.x.shape == fresh.shape == (len(dls.train_ds), 512)
+    torch.testing.assert_close(spy.x.float(), fresh.half().float(), rtol=0, atol=0)
+    assert torch.equal(spy.y, torch.tensor([int(t) for _,t in dls.train_ds]))
+    augmented = _classifier_inputs(learn.model, plain, 0)  # the training transforms would have changed them
+    assert (augmented - fresh).abs().max() > 1e-2
+
+
+def test_cached_stage_restores_everything_however_it_ends(dls):
+    class Stop(Callback):
+        order = 50
+        def after_batch(self):
+            if self.training and self.epoch == 2 and self.iter == 1: raise KeyboardInterrupt()
+    set_seed(0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, metrics=accuracy)
+    full = learn.model
+    try: quiet_fit(learn, 3, cbs=[BalancedFinetune(epochs=1, train='classifier', cache=True), Stop()])
+    except KeyboardInterrupt: pass
+    assert learn.model is full and not any(m._forward_hooks for m in full.modules())
+    assert_restored(learn, dls, n_metrics=1)
+    quiet_fit(learn, 3, cbs=BalancedFinetune(epochs=1, train='classifier', cache=True))  # and again, to the end
+    assert learn.model is full and not any(m._forward_hooks for m in full.modules())
+    assert_restored(learn, dls, n_metrics=1)
+    assert torch.allclose(learn.trained_prior.priors, torch.full((10,), 0.1, dtype=torch.float64))
+    assert [v[-1] for v in learn.recorder.values] == [0, 0, 1]
+
+
+@pytest.mark.parametrize('make, msg', [
+    (lambda: BalancedFinetune(cache=True), "it needs mode='crt' and train='classifier', got mode='crt', train='head'"),
+    (lambda: BalancedFinetune(cache=True, mode='drw', train='classifier'), "got mode='drw', train='classifier'"),
+])
+def test_cache_needs_the_classifier_alone(make, msg):
+    with pytest.raises(ValueError, match=re.escape(msg)): make()
+
+
+def test_cache_refuses_what_it_cannot_do_before_the_first_step(dls):
+    from fastai.callback.mixup import CutMix
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    w = [p.detach().clone() for p in learn.model.parameters()]
+    with pytest.raises(ValueError, match=re.escape("with CutMix: the stage's batches are the classifier's inputs")):
+        quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1, train='classifier', cache=True), CutMix()])
+    body = nn.Sequential(tiny_arch(), nn.Flatten())
+    for tail,why in ((nn.Sequential(nn.Linear(64, 10), nn.Sigmoid()), "something follows it in the model"),
+                     (nn.Sequential(nn.Unflatten(1, (64, 1, 1)), nn.Conv2d(64, 10, 1), nn.Flatten()), "its inputs have 4 dimensions, not (batch, features)")):
+        odd = Learner(dls, nn.Sequential(body, tail), loss_func=CrossEntropyLossFlat())
+        before = [p.detach().clone() for p in odd.model.parameters()]
+        with pytest.raises(ValueError, match=re.escape(why) + ".*use cache=False"):
+            quiet_fit(odd, 2, cbs=BalancedFinetune(epochs=1, train='classifier', cache=True))
+        assert all(torch.equal(a, b) for a,b in zip(before, odd.model.parameters())) and not any(m._forward_hooks for m in odd.model.modules())
+    assert all(torch.equal(a, b) for a,b in zip(w, learn.model.parameters()))
+
+
+def _steps(learn):
+    "Training steps of each epoch, counted at after_step"
+    class Steps(Callback):
+        order = 99
+        def before_fit(self): self.n = []
+        def before_train(self): self.n.append(0)
+        def after_step(self): self.n[-1] += 1
+    return Steps()
+
+
+def test_cached_stage_survives_a_cancelled_epoch_and_saves_the_whole_model(dls, tmp_path):
+    "CancelEpochException skips fastai's after_train: the whole model is back for the next epoch, for SaveModelCallback, and after the fit"
+    from fastai.callback.core import CancelEpochException
+    class SkipRest(Callback):
+        order = 50
+        def after_batch(self):
+            if self.training and self.epoch >= 2 and self.iter == 1: raise CancelEpochException()
+    set_seed(0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, metrics=accuracy, path=tmp_path)
+    full = learn.model
+    quiet_fit(learn, 4, cbs=[BalancedFinetune(epochs=2, train='classifier', cache=True), SkipRest(), SaveModelCallback(every_epoch=True, fname='e')])
+    assert learn.model is full and learn.dls.train is dls.train and all(p.requires_grad for p in full.parameters())
+    assert set(torch.load(tmp_path/'models'/'e_3.pth')) == set(full.state_dict())
+
+
+@pytest.mark.parametrize('when', ['after_batch', 'after_train'])
+def test_validate_and_get_preds_inside_a_cached_epoch_use_the_whole_model(dls, when):
+    "A callback (ordered before BalancedFinetune) that validates inside a cached epoch's training: the whole model scores, the stage trains on"
+    class V(Callback):
+        def __init__(self): self.v = []  # not before_fit: validate() inside a fit sends before_fit again
+        def _check(self):
+            if self.epoch == self.n_epoch - 1 and not self.v:
+                self.v.append(self.learn.validate()); self.learn.get_preds()
+    setattr(V, when, lambda self: self._check() if (when == 'after_train' or (self.training and self.iter == 1)) else None)
+    class W(Callback):  # the classifier's weights when the stage starts (once: validate() sends before_epoch again)
+        order = BalancedFinetune.order + 1
+        def before_epoch(self):
+            if self.epoch == self.n_epoch - 1 and 'snap' not in self.__dict__: self.snap = last_linear(self.model).weight.detach().clone()
+    set_seed(0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, metrics=accuracy)
+    full,v,w = learn.model,V(),W()
+    quiet_fit(learn, 3, cbs=[BalancedFinetune(epochs=1, train='classifier', cache=True), v, w])
+    assert len(v.v) == 1 and np.isfinite(v.v[0][0])
+    assert learn.model is full and not torch.equal(w.snap, last_linear(full).weight)  # the stage trained on after the inner validation
+
+
+def test_cache_refuses_mixing_callbacks_tuple_outputs_and_refuses_before_fine_tunes_warm_up(dls):
+    from fastai.callback.mixup import MixUp, CutMix
+    class MyCutMix(CutMix): pass
+    for cb in (MixUp(), MyCutMix()):
+        learn = vision_learner(dls, tiny_arch, pretrained=False)
+        with pytest.raises(ValueError, match=re.escape(f"with {type(cb).__name__}: the stage's batches are the classifier's inputs")):
+            quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1, train='classifier', cache=True), cb])
+        assert learn.train_iter == 0
+    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=[BalancedFinetune(epochs=1, train='classifier', cache=True), MixUp()])
+    with learn.no_bar(), learn.no_logging(), pytest.raises(ValueError, match="with MixUp"): learn.fine_tune(2)
+    assert learn.train_iter == 0  # refused before the frozen warm-up epoch trained
+    class Twice(nn.Module):
+        def __init__(self): super().__init__(); self.body, self.lin = nn.Sequential(tiny_arch(), nn.Flatten()), nn.Linear(64, 10)
+        def forward(self, x): o = self.lin(self.body(x)); return o, o
+    two = Learner(dls, Twice(), loss_func=lambda o, y: CrossEntropyLossFlat()(o[0], y))
+    with pytest.raises(ValueError, match=re.escape("the model returns a tuple: use cache=False")):
+        quiet_fit(two, 2, cbs=BalancedFinetune(epochs=1, train='classifier', cache=True))
+
+
+def test_cache_keeps_large_features_in_float32_and_the_loaders_drop_last():
+    "Inputs beyond float16's range are kept in float32 (the stage's loss stays finite); the cached stage steps as many batches as the live one"
+    from torch.utils.data import TensorDataset
+    from fastai.data.core import DataLoaders
+    set_seed(0)
+    x = torch.randn(250, 4) * 1e5; y = (x[:, 0] > 0).long() + (x[:, 1] > 1e5).long()
+    for drop_last in (False, True):
+        steps = {}
+        for cache in (False, True):
+            dls = DataLoaders.from_dsets(TensorDataset(x[:200], y[:200]), TensorDataset(x[200:], y[200:]), bs=32, drop_last=drop_last)
+            learn = Learner(dls, nn.Sequential(nn.Linear(4, 3)), loss_func=CrossEntropyLossFlat())
+            s = _steps(learn)
+            quiet_fit(learn, 3, lr=1e-3, cbs=[BalancedFinetune(epochs=1, train='classifier', cache=cache), s])
+            assert all(np.isfinite(v[0]) and np.isfinite(v[1]) for v in learn.recorder.values) and torch.isfinite(learn.model[0].weight).all()
+            steps[cache] = s.n
+        assert steps[True] == steps[False], (drop_last, steps)
+
+
+def test_an_interrupted_cached_fit_keeps_no_reference_to_the_cache(dls):
+    class Stop(Callback):
+        order = 50
+        def after_batch(self):
+            if self.training and self.epoch == 2 and self.iter == 1: raise KeyboardInterrupt()
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    try: quiet_fit(learn, 3, cbs=[BalancedFinetune(epochs=1, train='classifier', cache=True), Stop()])
+    except KeyboardInterrupt: pass
+    assert learn.dl is None and learn.xb == (None,) and type(learn.dls.train) is TfmdDL  # as fastai's own cleanup leaves a learner

@@ -10,6 +10,7 @@ from fastai.learner import Learner
 from fastai_imbalance.core import class_counts, class_weights, item_labels
 from fastai_imbalance.data import ResampledDL, ResampledTabDataLoader, resampled_type
 from fastai_imbalance.finetune import BalancedFinetune, ProgressiveBalancing
+from fastai_imbalance.metrics import BalancedAccuracy
 from fastai_imbalance.priorshift import PriorShift, trained_prior, prior_shift_logits
 from fastai_imbalance.training import prior_file
 
@@ -260,6 +261,19 @@ def test_balanced_finetune_trains_tabular_classifier(dls):
     assert changed == {'layers.1.0.weight', 'layers.1.0.bias'}, changed  # TabularModel's last LinBnDrop: the classifier
     assert learn.dls.train is dls.train and all(p.requires_grad for p in learn.model.parameters())
     assert torch.allclose(learn.trained_prior.priors, torch.tensor([.5, .5], dtype=torch.float64))
+
+
+def test_cached_stage_on_tabular(dls):
+    "The cached stage through tabular_learner: two inputs per batch (categorical, continuous), (bs, 1) targets; validation keeps the whole model"
+    set_seed(0)
+    learn = tabular_learner(dls, layers=[16], metrics=BalancedAccuracy())
+    full = learn.model
+    quiet_fit(learn, 3, cbs=[BalancedFinetune(epochs=1, train='classifier', cache=True), at := AtStage()])
+    changed = {n for n,p in learn.model.named_parameters() if not torch.equal(p, at.w[n])}
+    assert changed == {'layers.1.0.weight', 'layers.1.0.bias'}, changed
+    assert learn.model is full and learn.dls.train is dls.train and all(p.requires_grad for p in learn.model.parameters())
+    assert torch.allclose(learn.trained_prior.priors, torch.tensor([.5, .5], dtype=torch.float64))
+    assert len(learn.recorder.values) == 3 and all(np.isfinite(v[1]) for v in learn.recorder.values)
 
 
 def test_balanced_finetune_drw_and_all_on_tabular(dls):
