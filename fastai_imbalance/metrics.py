@@ -664,15 +664,17 @@ def _class_names(o, n:int)->list:
 _REGRESSION_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
 _REGRESSION_FUNCS = (nn.functional.mse_loss, nn.functional.l1_loss, nn.functional.smooth_l1_loss, nn.functional.huber_loss)
 
-def _loss_fn(loss_func):
-    "The function under fastai's loss wrapper (`BaseLoss.func`) or a `functools.partial`"
-    f = loss_func.func if isinstance(loss_func, partial) else getattr(loss_func, 'func', loss_func)
-    return f.func if isinstance(f, partial) else f
+def _loss_parts(loss_func):
+    "The function under fastai's loss wrapper (`BaseLoss.func`) and a `functools.partial`, with the partial's keywords"
+    f = loss_func if isinstance(loss_func, partial) else getattr(loss_func, 'func', loss_func)  # a partial's own `func` is the bare function
+    return (f.func,f.keywords) if isinstance(f, partial) else (f,{})
+
+def _loss_fn(loss_func): return _loss_parts(loss_func)[0]
 
 def _ignored(loss_func)->int:
     "The target value `loss_func` leaves out: its `ignore_index` (an attribute, or a `partial`'s keyword), else -100, which PyTorch's cross-entropy and every loss built on it leave out by default"
-    f = loss_func if isinstance(loss_func, partial) else getattr(loss_func, 'func', loss_func)  # a partial's `func` is the function, without its keywords
-    ii = f.keywords.get('ignore_index') if isinstance(f, partial) else getattr(f, 'ignore_index', None)
+    f,kw = _loss_parts(loss_func)
+    ii = kw['ignore_index'] if 'ignore_index' in kw else getattr(f, 'ignore_index', None)
     return int(ii) if isinstance(ii, (int, np.integer)) and not isinstance(ii, (bool, np.bool_)) else -100
 
 def _check_class_targets(p, y, what:str, loss_func=None, probs:bool=False):
@@ -700,7 +702,7 @@ def _check_class_targets(p, y, what:str, loss_func=None, probs:bool=False):
     off = sums[(sums - 1).abs() > 1e-3] if sums is not None else sums
     if not len(bad) and (off is None or not len(off)): return
     found = f"the scores include {bad[0].item():g}" if len(bad) else f"the scores of an item sum to {off[0].item():g}"
-    raw = (isinstance(loss_func, (nn.BCEWithLogitsLoss, nn.CrossEntropyLoss, nn.NLLLoss))
+    raw = (_torch_loss_activation(loss_func) in ('softmax', 'sigmoid')  # PyTorch's own loss modules, which carry no activation
            or any(lf is f for f in (nn.functional.binary_cross_entropy_with_logits, nn.functional.cross_entropy, nn.functional.nll_loss)))
     flat = 'BCEWithLogitsLossFlat' if one_score or multilabel else 'CrossEntropyLossFlat'
     if raw: raise ValueError(f"{what}: {found}, not probabilities: PyTorch's {getattr(lf, '__name__', type(lf).__name__)} gives fastai no activation to apply at inference; "

@@ -483,7 +483,7 @@ def test_cache_refuses_what_it_cannot_do_before_the_first_step(dls):
     assert all(torch.equal(a, b) for a,b in zip(w, learn.model.parameters()))
 
 
-def _steps(learn):
+def _steps():
     "Training steps of each epoch, counted at after_step"
     class Steps(Callback):
         order = 99
@@ -559,7 +559,7 @@ def test_cache_keeps_large_features_in_float32_and_the_loaders_drop_last():
         for cache in (False, True):
             dls = DataLoaders.from_dsets(TensorDataset(x[:200], y[:200]), TensorDataset(x[200:], y[200:]), bs=32, drop_last=drop_last)
             learn = Learner(dls, nn.Sequential(nn.Linear(4, 3)), loss_func=CrossEntropyLossFlat())
-            s = _steps(learn)
+            s = _steps()
             quiet_fit(learn, 3, lr=1e-3, cbs=[BalancedFinetune(epochs=1, train='classifier', cache=cache), s])
             assert all(np.isfinite(v[0]) and np.isfinite(v[1]) for v in learn.recorder.values) and torch.isfinite(learn.model[0].weight).all()
             steps[cache] = s.n
