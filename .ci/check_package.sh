@@ -25,9 +25,11 @@ $PY -m venv "$env_dir"
 repo=$PWD
 cd "$(dirname "$env_dir")"   # away from the checkout: the import must come from the installed wheel
 "$env_dir/bin/python" -W ignore -c "import fastai_imbalance, fastai_imbalance.all as a; assert fastai_imbalance.__file__.startswith('$env_dir'), fastai_imbalance.__file__; print('imported fastai_imbalance', fastai_imbalance.__version__, 'from the wheel:', len(a.__dict__), 'names in fastai_imbalance.all')"
-PYTHONWARNINGS=ignore "$env_dir/bin/fastai-imbalance-bench" --help | head -3
+# outputs captured whole, then shortened: piping into head closes the pipe early (pipefail would report the writer's BrokenPipeError)
+out=$(PYTHONWARNINGS=ignore "$env_dir/bin/fastai-imbalance-bench" --help); head -3 <<<"$out"
 # a command that imports the whole training stack (fastai.vision, timm, scikit-learn) and reads saved results: the report of a saved run
-PYTHONWARNINGS=ignore "$env_dir/bin/fastai-imbalance-bench" --report "$repo/bench/results/single" | head -3
+out=$(PYTHONWARNINGS=ignore "$env_dir/bin/fastai-imbalance-bench" --report "$repo/bench/results/single"); head -3 <<<"$out"
+grep -q '| method |' <<<"$out" || { echo "the saved run's report has no table"; exit 1; }
 extra=$("$env_dir/bin/pip" list --format=freeze | grep -iE '^(nbdev|pytest|playwright|mkdocs|jupyter)==' || true)
 [[ -z "$extra" ]] || { echo "dev packages in the runtime environment: $extra"; exit 1; }
 rm -rf "$(dirname "$env_dir")"
