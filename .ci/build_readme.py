@@ -3,7 +3,7 @@
 Markdown cells as they are, code cells fenced, `#| hide` cells left out, `#| echo: false` cells as their output only.
 Outputs become Markdown a code host shows as it is: Markdown outputs as they are, HTML tables (pandas', fastprogress'
 fit table) as Markdown tables of each cell's text (Beautiful Soup; no number reparsed), `<style>` blocks and other markup dropped, text outputs fenced. Links to
-the docs pages (`NAME.html`) point at the notebooks (`nbs/NAME.ipynb`), which a code host renders.
+the docs pages (`NAME.html`) point at the built site (settings.ini's doc_host and doc_baseurl), whose pages show the cleaned outputs.
 `tests/test_readme.py` fails when README.md and the notebook drift apart, or when raw HTML markup is left.
 """
 import json, re
@@ -52,9 +52,15 @@ def out_md(o):
     if 'text/plain' in d and not ''.join(d['text/plain']).startswith('<IPython'): return '```\n' + ''.join(d['text/plain']).rstrip() + '\n```'
     return ''
 
+def site_url()->str:
+    "The docs site's address, from settings.ini (doc_host + doc_baseurl), ending in /"
+    import configparser
+    c = configparser.ConfigParser(); c.read(root/'settings.ini')
+    return c['DEFAULT']['doc_host'].rstrip('/') + '/' + c['DEFAULT']['doc_baseurl'].strip('/') + '/'
+
 def links(md:str)->str:
-    "Docs-page links (`NAME.html`, `NAME.html#x`) as links to the notebooks a code host renders"
-    return re.sub(r'\]\(((?:\d\w*|index))\.html(#[^)]*)?\)', lambda m: f'](nbs/{m.group(1)}.ipynb{m.group(2) or ""})', md)
+    "Docs-page links (`NAME.html`, `NAME.html#x`) as links to the built pages of the docs site (a code host would show the raw notebooks, stderr and all)"
+    return re.sub(r'\]\(((?:\d\w*|index))\.html(#[^)]*)?\)', lambda m: f']({site_url()}{m.group(1)}.html{m.group(2) or ""})', md)
 
 def readme(nb_path=root/'nbs'/'index.ipynb'):
     nb, parts = json.loads(Path(nb_path).read_text()), []

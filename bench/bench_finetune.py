@@ -47,9 +47,10 @@ class StageTimer(Callback):
         bf = next((cb for cb in self.learn.cbs if isinstance(cb, BalancedFinetune)), None)
         self.rows.append((time.perf_counter() - self.t, bf is not None and bf.active and bf.stage != 'natural'))
     def summary(self):
-        "Mean natural epoch (the first left out: it pays the process's one-off costs) and the whole stage, in seconds"
-        nat = [t for i,(t,s) in enumerate(self.rows) if not s and i > 0] or [t for t,s in self.rows if not s]
-        return dict(natural_epoch_s=float(np.mean(nat)), stage_s=float(sum(t for t,s in self.rows if s)))
+        "Mean natural epoch (the first and the last left out: the first pays the process's one-off costs, the last keeps the inputs for cache='last_epoch'), the last natural epoch, and the whole stage, in seconds"
+        nat = [(i, t) for i,(t,s) in enumerate(self.rows) if not s]
+        mid = [t for i,t in nat[1:-1]] or [t for i,t in nat]
+        return dict(natural_epoch_s=float(np.mean(mid)), last_natural_s=float(nat[-1][1]), stage_s=float(sum(t for t,s in self.rows if s)))
 
 
 def run(method, path, seed, epochs, lr=3e-3, bs=32, arch=resnet18, size=None):
@@ -74,6 +75,10 @@ def run(method, path, seed, epochs, lr=3e-3, bs=32, arch=resnet18, size=None):
            'BalancedFinetune classifier without re-init': [BalancedFinetune(train='classifier', reinit=False)],
            'BalancedFinetune classifier (cached)': [BalancedFinetune(train='classifier', reinit=False, cache=True)],
            'BalancedFinetune classifier (cached; 10 passes)': [BalancedFinetune(train='classifier', reinit=False, cache=True, n=10 * len(dls.train_ds))],
+           'BalancedFinetune classifier (last-epoch cache)': [BalancedFinetune(train='classifier', reinit=False, cache='last_epoch')],
+           'BalancedFinetune classifier (last-epoch cache; 10 passes)': [BalancedFinetune(train='classifier', reinit=False, cache='last_epoch', n=10 * len(dls.train_ds))],
+           'BalancedFinetune tau-norm (no stage)': [BalancedFinetune(mode='tau')],
+           'BalancedFinetune scales (LWS; cached)': [BalancedFinetune(train='scales', cache=True)],
            'BalancedFinetune all layers': [BalancedFinetune(train='all')],
            'DRW (BalancedFinetune mode=drw)': [BalancedFinetune(mode='drw')]}[method]
     learn = vision_learner(dls, arch, pretrained=False, cbs=cbs, loss_func=loss)
@@ -92,7 +97,9 @@ METHODS = ['plain CE', "fastai weighted_dataloaders", 'LogitAdjustedLoss (whole 
            'BalancedFinetune head (cRT)', 'BalancedFinetune classifier (Kang et al. cRT)', 'BalancedFinetune all layers', 'DRW (BalancedFinetune mode=drw)',
            'BalancedFinetune head without re-init', 'BalancedFinetune head for half the fit', 'BalancedFinetune stage = LogitAdjustedLoss (all layers)',
            'BalancedFinetune stage = LogitAdjustedLoss (head)', 'BalancedFinetune head (sqrt stage)',
-           'BalancedFinetune classifier without re-init', 'BalancedFinetune classifier (cached)', 'BalancedFinetune classifier (cached; 10 passes)']
+           'BalancedFinetune classifier without re-init', 'BalancedFinetune classifier (cached)', 'BalancedFinetune classifier (cached; 10 passes)',
+           'BalancedFinetune classifier (last-epoch cache)', 'BalancedFinetune classifier (last-epoch cache; 10 passes)',
+           'BalancedFinetune tau-norm (no stage)', 'BalancedFinetune scales (LWS; cached)']
 
 
 def paired(d, base, col='balanced_accuracy'):
@@ -102,23 +109,32 @@ def paired(d, base, col='balanced_accuracy'):
     return diff, diff.mean(), h
 
 
-def main(seeds=5, epochs=10, imbalance=100, out=None, data='lt', methods=None, data_seed=0, first_seed=0):
+def main(seeds=5, epochs=10, imbalance=100, out=None, data='lt', methods=None, data_seed=0, first_seed=0, saved=None):
     torch.set_num_threads(2)
     path = (digits_lt(imbalance=imbalance, seed=data_seed) if data == 'lt' else digits_rare() if data == 'rare' else
             photos_lt(seed=data_seed) if data == 'photos' else glyphs_lt())
     kw = dict(arch=small_convnet, size=24, bs=64) if data == 'many' else {}
+    unknown = set(methods.split(',') if methods else []) - set(METHODS)
     methods = METHODS if methods is None else ['plain CE'] + [m for m in METHODS if m in methods.split(',') and m != 'plain CE']
+    if unknown: raise SystemExit(f'unknown methods {sorted(unknown)}: names are {METHODS}')
+    old = pd.concat([pd.read_csv(f) for f in saved.split(',')]) if saved else pd.DataFrame(columns=['method', 'seed'])
+    old = old[old.seed.isin(range(first_seed, first_seed + seeds))].drop_duplicates(['method', 'seed'])
+    # runs are deterministic per seed (the same seed gives the same batches and weights: plain CE reproduces its saved rows to the digit), so saved rows pair with new ones
+    run_now = [m for m in methods if m not in set(old.method)]
     cc = class_counts(ImageDataLoaders.from_folder(path, valid='valid', num_workers=0))
     print(f"{'digits_lt(imbalance=%g, seed=%d)' % (imbalance, data_seed) if data == 'lt' else 'digits_rare()' if data == 'rare' else 'photos_lt(seed=%d)' % data_seed if data == 'photos' else 'glyphs_lt()'}: "
           f"train {cc.tolist() if len(cc) <= 20 else f'{len(cc)} classes, {cc.max()}..{cc.min()}'}; "
           f"{'small_convnet (size 24, batch 64)' if data == 'many' else 'resnet18'}, {epochs} epochs fit_one_cycle, {seeds} seeds\n")
     rows = []
     for seed in range(first_seed, first_seed + seeds):
-        for m in methods:
+        for m in run_now:
             r, rs = run(m, path, seed, epochs, **kw); r.update(method=m, seed=seed); rows.append(r)
             rs.update(method=f'{m} + PriorShift(uniform)', seed=seed); rows.append(rs)
             print(f'  seed {seed} {m:56s} bal.acc {r["balanced_accuracy"]:.3f}, then PriorShift(uniform) {rs["balanced_accuracy"]:.3f}  ({r["seconds"]:.0f} s)', flush=True)
-    df = pd.DataFrame(rows)
+    df = pd.concat([old, pd.DataFrame(rows)], ignore_index=True)
+    methods = list(dict.fromkeys(['plain CE'] + [m for m in old.method if not m.endswith(' + PriorShift(uniform)')] + methods))
+    missing = [(m, s) for m in methods for s in range(first_seed, first_seed + seeds) if not ((df.method == m) & (df.seed == s)).any()]
+    if missing: raise SystemExit(f'no row for {missing[:5]}: the saved runs must cover the seeds asked for')
     cols = ['accuracy', 'balanced_accuracy', 'macro_f1', 'many_shot', 'medium_shot', 'few_shot']
     g = df.groupby('method', sort=False)[cols]
     table = g.mean().map(lambda v: f'{100*v:.1f}') + ' ± ' + g.std().map(lambda v: f'{100*v:.1f}')
@@ -148,8 +164,9 @@ def main(seeds=5, epochs=10, imbalance=100, out=None, data='lt', methods=None, d
     for m in staged:
         d = df[df.method == m]
         r = d.stage_s / d.natural_epoch_s
+        k = (d.last_natural_s - d.natural_epoch_s) / d.natural_epoch_s  # what keeping the last natural epoch's inputs adds to it (noise for the others)
         print(f'  {m:56s} stage {d.stage_s.mean():6.1f} s, natural epoch {d.natural_epoch_s.mean():5.1f} s: {r.mean():.2f} of an epoch '
-              f'(seeds: {r.min():.2f} .. {r.max():.2f})')
+              f'(seeds: {r.min():.2f} .. {r.max():.2f}); the last natural epoch {k.mean():+.2f} of an epoch over the others')
     if out: df.to_csv(out, index=False)
 
 
@@ -163,5 +180,6 @@ if __name__ == '__main__':
     ap.add_argument('--data', default='lt', choices=['lt', 'rare', 'many', 'photos'],
                     help="many: glyphs_lt's 1,000 classes with the bench's small_convnet; photos: photos_lt's 27 photo-region classes (150:2), the confirmation set")
     ap.add_argument('--data-seed', type=int, default=0, help="digits_lt's scan shuffle: another seed (and --imbalance) gives a set nothing was tuned on")
-    ap.add_argument('--methods', default=None, help='comma-separated subset (plain CE is always run, as the baseline)')
+    ap.add_argument('--methods', default=None, help='comma-separated subset (plain CE is always run, as the baseline, unless --saved has it)')
+    ap.add_argument('--saved', default=None, help='comma-separated CSVs of earlier runs on the same data and epochs: their methods are not run again and are paired by seed with the new ones')
     main(**vars(ap.parse_args()))

@@ -72,11 +72,13 @@ def stage_costs(mk, dls, epochs=4):
     from bench_finetune import StageTimer
     print(f'\nthe stage\'s cost ({epochs} epochs, the last {epochs // 4} the stage; training phases, cache included):')
     for name,bf in (('BalancedFinetune()', BalancedFinetune()), ("BalancedFinetune(train='classifier')", BalancedFinetune(train='classifier')),
-                    ("BalancedFinetune(train='classifier', cache=True)", BalancedFinetune(train='classifier', cache=True))):
+                    ("BalancedFinetune(train='classifier', cache=True)", BalancedFinetune(train='classifier', cache=True)),
+                    ("BalancedFinetune(train='classifier', cache='last_epoch')", BalancedFinetune(train='classifier', cache='last_epoch'))):
         t = StageTimer()
         mk(cbs=bf).fit(epochs, 1e-2, cbs=t)
         r = t.summary()
-        print(f"  {name:52s} stage {r['stage_s']:6.2f} s, natural epoch {r['natural_epoch_s']:6.2f} s: {r['stage_s'] / r['natural_epoch_s']:.2f} of an epoch", flush=True)
+        print(f"  {name:58s} stage {r['stage_s']:6.2f} s, natural epoch {r['natural_epoch_s']:6.2f} s: {r['stage_s'] / r['natural_epoch_s']:.2f} of an epoch; "
+              f"the last natural epoch {r['last_natural_s']:6.2f} s", flush=True)
 
 
 def main(classes=5000, n_max=200, valid_per_class=5, target=20000, quick=False, stage=False):

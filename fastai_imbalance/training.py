@@ -165,8 +165,10 @@ def prior_file(file)->Path:
     return file.with_name(file.stem + '.prior.pt')
 
 def _prior_now(learn):
-    "The prior of `learn`'s weights as they are now: inside a fit (a `SaveModelCallback` saving), what the current loader and loss train under; else the last fit's record"
+    "The prior of `learn`'s weights as they are now: inside a fit (a `SaveModelCallback` saving), a callback's `weights_prior` (one that changed the weights' prior without changing the loader or the loss) or what the current loader and loss train under; else the last fit's record"
     if getattr(learn, '_imb_fit', None) is not None and getattr(learn, 'train_iter', 0) > 0:
+        said = [p for cb in learn.cbs if (p := getattr(cb, 'weights_prior', None)) is not None]
+        if said: return said[-1]
         try: return training_prior(learn)
         except Exception: return None
     return getattr(learn, 'trained_prior', None)

@@ -145,7 +145,7 @@ def test_get_preds_and_validate_do_not_trigger_the_stage(dls):
 
 
 @pytest.mark.parametrize('make,msg', [
-    (lambda: BalancedFinetune(mode='ldam'), "mode='ldam': use one of ('crt', 'drw')"),
+    (lambda: BalancedFinetune(mode='ldam'), "mode='ldam': use one of ('crt', 'drw', 'tau')"),
     (lambda: BalancedFinetune(train='body'), "train='body'"),
     (lambda: BalancedFinetune(epochs=0), "epochs must be a positive int"),
     (lambda: BalancedFinetune(pct=1.5), "pct must lie in (0, 1)"),
@@ -401,7 +401,7 @@ class CacheSpy(Callback):
     order = BalancedFinetune.order + 1
     def before_train(self):
         if self.epoch == self.n_epoch - 1:
-            self.x,self.y = self.learn.dl.dataset.tensors
+            self.feats,self.targets = self.learn.dl.dataset.tensors  # not self.x: fastai warns of shadowing learn.x
             self.trained = self.learn.model
             self.w = {n: p.detach().clone() for n,p in self._full().named_parameters()}
     def _full(self): return next(cb for cb in self.learn.cbs if isinstance(cb, BalancedFinetune))._full
@@ -432,9 +432,9 @@ def test_cache_equals_a_fresh_forward_pass_without_augmentation(lt_path):
     for n,p in learn.model.named_parameters(): p.data.copy_(spy.w[n])  # the weights the cache was computed with
     plain = dls.train.new(shuffle=False, drop_last=False)
     fresh = _classifier_inputs(learn.model, plain, 1)
-    assert spy.x.dtype == torch.float16 and spy.x.shape == fresh.shape == (len(dls.train_ds), 512)
-    torch.testing.assert_close(spy.x.float(), fresh.half().float(), rtol=0, atol=0)
-    assert torch.equal(spy.y, torch.tensor([int(t) for _,t in dls.train_ds]))
+    assert spy.feats.dtype == torch.float16 and spy.feats.shape == fresh.shape == (len(dls.train_ds), 512)
+    torch.testing.assert_close(spy.feats.float(), fresh.half().float(), rtol=0, atol=0)
+    assert torch.equal(spy.targets, torch.tensor([int(t) for _,t in dls.train_ds]))
     augmented = _classifier_inputs(learn.model, plain, 0)  # the training transforms would have changed them
     assert (augmented - fresh).abs().max() > 1e-2
 
@@ -459,7 +459,7 @@ def test_cached_stage_restores_everything_however_it_ends(dls):
 
 
 @pytest.mark.parametrize('make, msg', [
-    (lambda: BalancedFinetune(cache=True), "it needs mode='crt' and train='classifier', got mode='crt', train='head'"),
+    (lambda: BalancedFinetune(cache=True), "cache=True retrains the classifier alone on its cached inputs: it needs mode='crt' and train='classifier' (or 'scales'), got mode='crt', train='head'"),
     (lambda: BalancedFinetune(cache=True, mode='drw', train='classifier'), "got mode='drw', train='classifier'"),
 ])
 def test_cache_needs_the_classifier_alone(make, msg):
@@ -575,3 +575,309 @@ def test_an_interrupted_cached_fit_keeps_no_reference_to_the_cache(dls):
     try: quiet_fit(learn, 3, cbs=[BalancedFinetune(epochs=1, train='classifier', cache=True), Stop()])
     except KeyboardInterrupt: pass
     assert learn.dl is None and learn.xb == (None,) and type(learn.dls.train) is TfmdDL  # as fastai's own cleanup leaves a learner
+
+
+# --- cache='last_epoch': the classifier's inputs as the last natural epoch's training computed them ---
+
+class TrainInputs(Callback):
+    "The inputs of the dropout in front of the classifier (fastai's head ends in Dropout, Linear) and the targets of every training batch of epoch `at`, as an independent hook sees them"
+    order = BalancedFinetune.order + 1
+    def __init__(self, at): self.at,self.x,self.y,self.h = at,[],[],None
+    def before_train(self):
+        if self.epoch == self.at and self.h is None:
+            head = self.model[1]
+            assert isinstance(head[-2], nn.Dropout) and head[-1] is last_linear(self.model)
+            self.h = head[-2].register_forward_hook(lambda m, i, o: self.x.append(i[0].detach().float().cpu()) if m.training else None)
+    def after_pred(self):
+        if self.h is not None and self.training: self.y.append(self.yb[0].cpu())
+    def after_train(self):
+        if self.h is not None: self.h.remove(); self.h = None  # not by epoch: a get_preds inside the fit sets learn.epoch to 0
+
+
+def test_last_epoch_cache_is_the_last_natural_epochs_training_inputs(dls):
+    "No extra pass: the stage draws from exactly the classifier's inputs (before its dropout) and targets of the last natural epoch's training batches (a get_preds inside that epoch is not kept)"
+    class InnerPreds(Callback):  # before BalancedFinetune's after_train: the recording hook is still on (mid-batch, fastai would stop training the epoch)
+        def after_train(self):
+            if self.epoch == 1 and not hasattr(self, 'done'): self.done = True; self.learn.get_preds()
+    set_seed(0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, metrics=accuracy)
+    full = learn.model
+    spy,seen = CacheSpy(),TrainInputs(at=1)
+    passes = []
+    class Count(Callback):  # forward passes of the whole model outside the training batches
+        order = BalancedFinetune.order + 1
+        def before_epoch(self):
+            if self.epoch == 2: self.h = full[0].register_forward_hook(lambda *a: passes.append(1))
+        def before_train(self):
+            if self.epoch == 2: self.h.remove()
+    with warnings.catch_warnings():
+        warnings.filterwarnings('error', message=".*cache='last_epoch'")  # no fallback warning
+        quiet_fit(learn, 3, lr=1e-2, cbs=[BalancedFinetune(epochs=1, train='classifier', cache='last_epoch'), InnerPreds(), spy, seen, Count()])
+    assert not passes  # nothing ran the body between the last natural epoch and the stage's training
+    x,y = torch.cat(seen.x),torch.cat(seen.y)
+    assert x.shape == (len(dls.train) * dls.train.bs if dls.train.drop_last else len(dls.train_ds), 512) == spy.feats.shape
+    torch.testing.assert_close(spy.feats.float(), x.half().float(), rtol=0, atol=0)
+    assert torch.equal(spy.targets, y) and spy.trained is last_linear(full)
+    assert learn.model is full and not any(m._forward_hooks for m in full.modules())
+    assert_restored(learn, dls, n_metrics=1)
+    assert [v[-1] for v in learn.recorder.values] == [0, 0, 1]
+
+
+def test_last_epoch_cache_falls_back_to_one_pass_when_that_epoch_was_cut_short(dls):
+    from fastai.callback.core import CancelEpochException
+    class Cut(Callback):
+        order = 50
+        def after_batch(self):
+            if self.training and self.epoch == 1 and self.iter == 1: raise CancelEpochException()
+    set_seed(0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    spy = CacheSpy()
+    with pytest.warns(UserWarning, match=re.escape("the classifier's inputs of epoch 1 (fastai counts from 0) cannot be used, its training phase did not run, or not to its end: the cache is computed in one pass")):
+        quiet_fit(learn, 3, cbs=[BalancedFinetune(epochs=1, train='classifier', cache='last_epoch'), Cut(), spy])
+    assert spy.feats.shape == (len(dls.train_ds), 512)  # the one pass: every item once, drop_last or not
+    assert not any(m._forward_hooks for m in learn.model.modules())
+    assert_restored(learn, dls)
+
+
+def test_last_epoch_cache_restores_everything_when_the_fit_stops_while_it_records(dls):
+    class Stop(Callback):
+        order = 50
+        def after_batch(self):
+            if self.training and self.epoch == 1 and self.iter == 2: raise KeyboardInterrupt()
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    bf = BalancedFinetune(epochs=1, train='classifier', cache='last_epoch')
+    try: quiet_fit(learn, 3, cbs=[bf, Stop()])
+    except KeyboardInterrupt: pass
+    assert not any(m._forward_hooks for m in learn.model.modules()) and bf._rec is None and bf._last_in is None
+    assert_restored(learn, dls)
+    quiet_fit(learn, 3, cbs=bf)  # the same callback again, to the end
+    assert not any(m._forward_hooks for m in learn.model.modules()) and bf._rec is None
+    assert_restored(learn, dls)
+
+
+@pytest.mark.parametrize('bad', ['yes', 'True', 1.0, 2])
+def test_cache_values_are_named_when_refused(bad):
+    with pytest.raises(ValueError, match=re.escape(f"cache={bad!r}: use False, True (one pass at the stage's start) or 'last_epoch'")):
+        BalancedFinetune(train='classifier', cache=bad)
+
+
+# --- mode='tau': the classifier τ-normalised at the end of the fit ---
+
+class ClassifierAt(Callback):
+    "The whole model's weights just before BalancedFinetune's after_train of the last epoch (where mode='tau' rescales)"
+    order = BalancedFinetune.order - 1
+    def after_train(self):
+        if self.epoch == self.n_epoch - 1: self.w = {n: p.detach().clone() for n,p in self.model.named_parameters()}
+
+
+def test_tau_norm_divides_each_class_by_its_norm_with_tau_chosen_on_the_training_items(dls):
+    from sklearn.metrics import balanced_accuracy_score
+    set_seed(0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, metrics=accuracy)
+    bf,at = BalancedFinetune(mode='tau'),ClassifierAt()
+    quiet_fit(learn, 2, lr=1e-2, cbs=[bf, at])
+    lin = last_linear(learn.model)
+    w0 = at.w['1.8.weight']
+    assert lin.bias is None  # fastai's head: BatchNorm before the last linear layer, no bias (tested with one below)
+    torch.testing.assert_close(lin.weight, w0 * (w0.norm(dim=1) ** -bf.tau_chosen)[:, None])
+    assert all(torch.equal(p, at.w[n]) for n,p in learn.model.named_parameters() if not n.startswith('1.8.'))  # nothing else changed
+    # the choice, against scikit-learn on the classifier's inputs computed independently (eval mode, no augmentation, every training item)
+    for n,p in learn.model.named_parameters(): p.data.copy_(at.w[n])
+    x = _classifier_inputs(learn.model, dls.train.new(shuffle=False, drop_last=False), 1)
+    y = torch.tensor([int(t) for _,t in dls.train_ds])
+    with torch.no_grad(): z = lin(x)
+    ref = {t: balanced_accuracy_score(y, (z * w0.norm(dim=1) ** -t).argmax(1)) for t in bf.taus}
+    assert list(bf.tau_scores) == [float(t) for t in bf.taus]
+    np.testing.assert_allclose(list(bf.tau_scores.values()), list(ref.values()), rtol=0, atol=1e-6)
+    assert bf.tau_chosen == max(ref, key=lambda t: (ref[t], -t)) and len(set(np.round(list(ref.values()), 6))) > 1  # τ matters here
+    assert [v[-1] for v in learn.recorder.values] == [0, 1]  # the last epoch's validation scored the rescaled model
+    assert_restored(learn, dls, n_metrics=1) and not any(m._forward_hooks for m in learn.model.modules())
+    torch.testing.assert_close(learn.trained_prior.priors, torch.full((10,), .1, dtype=torch.float64))
+    assert 'τ-normalised' in learn.trained_prior.how
+
+
+def test_tau_norm_with_a_fixed_tau_reads_no_data_and_a_cut_fit_rescales_nothing(dls):
+    set_seed(0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    bf,at = BalancedFinetune(mode='tau', tau=1),ClassifierAt()
+    quiet_fit(learn, 2, cbs=[bf, at])
+    w0 = at.w['1.8.weight']
+    torch.testing.assert_close(last_linear(learn.model).weight, w0 / w0.norm(dim=1)[:, None])
+    assert bf.tau_chosen == 1 and bf.tau_scores == {}  # a fixed τ: no candidates scored
+    class Stop(Callback):
+        order = 50
+        def after_batch(self):
+            if self.training and self.epoch == 1 and self.iter == 1: raise CancelFitException()
+    from fastai.callback.core import CancelFitException
+    w = last_linear(learn.model).weight.detach().clone()
+    with pytest.warns(UserWarning, match=re.escape("before the classifier's τ-normalisation at the end of epoch 1's training: the model was not τ-normalised")):
+        quiet_fit(learn, 2, cbs=[BalancedFinetune(mode='tau', tau=1), Stop()])
+    assert not torch.allclose(last_linear(learn.model).weight.norm(dim=1), torch.ones(10))  # trained on, never rescaled
+    assert 'τ' not in learn.trained_prior.how
+    assert_restored(learn, dls)
+
+
+@pytest.mark.parametrize('make,msg', [
+    (lambda: BalancedFinetune(mode='tau', train='head'), "mode='tau' rescales the trained classifier and trains nothing: leave train, cache and reinit unset, got train='head'"),
+    (lambda: BalancedFinetune(mode='tau', cache=True), "got train=None, cache=True"),
+    (lambda: BalancedFinetune(mode='tau', reinit=True), "reinit=True"),
+    (lambda: BalancedFinetune(mode='tau', tau='1'), "tau must be a number in [0, 10], got '1'"),
+    (lambda: BalancedFinetune(mode='tau', tau=-1), "got -1"),
+    (lambda: BalancedFinetune(mode='tau', taus=()), "taus must be a non-empty list or tuple of numbers in [0, 10], got ()"),
+    (lambda: BalancedFinetune(mode='tau', taus=(0, 20)), "got (0, 20)"),
+    (lambda: BalancedFinetune(mode='tau', taus=(t for t in (0, 1))), "taus must be a non-empty list or tuple"),
+    (lambda: BalancedFinetune(tau=0.5), "tau=0.5 is the exponent of mode='tau', not of mode='crt': pass mode='tau' too"),
+    (lambda: BalancedFinetune(mode='tau', epochs=2, lr=1e-3), "mode='tau' trains no stage, so epochs=2, lr=0.001 would be ignored: leave them unset, or use mode='crt'"),
+    (lambda: BalancedFinetune(mode='tau', strategy='sqrt'), "so strategy='sqrt' would be ignored: leave it unset"),
+    (lambda: BalancedFinetune(mode='tau', n=100), "so n=100 would be ignored"),
+    (lambda: BalancedFinetune(mode='tau2'), "mode='tau2': use one of ('crt', 'drw', 'tau')")])
+def test_tau_norm_settings_are_refused_by_name(make, msg):
+    with pytest.raises(ValueError, match=re.escape(msg)): make()
+
+
+def test_tau_norm_refuses_sigmoid_and_tuple_outputs_before_training(dls):
+    from fastai.losses import BCEWithLogitsLossFlat
+    learn = vision_learner(dls, tiny_arch, pretrained=False, loss_func=BCEWithLogitsLossFlat())
+    with pytest.raises(ValueError, match=re.escape("BalancedFinetune(mode='tau') chooses τ by the argmax of single-label softmax scores, but BCEWithLogitsLossFlat gives sigmoid outputs: use mode='crt'")):
+        quiet_fit(learn, 2, cbs=BalancedFinetune(mode='tau'))
+    assert learn.train_iter == 0
+    class Twice(nn.Module):
+        def __init__(self): super().__init__(); self.body, self.lin = nn.Sequential(tiny_arch(), nn.Flatten()), nn.Linear(64, 10)
+        def forward(self, x): o = self.lin(self.body(x)); return o, o
+    two = Learner(dls, Twice(), loss_func=CrossEntropyLossFlat())  # a softmax loss: the probe refuses the tuple at the first batch, before the loss sees it
+    with pytest.raises(ValueError, match=re.escape("BalancedFinetune(mode='tau') needs a model whose output is its last linear layer's") + ".*the model returns a tuple: use mode='crt'"):
+        quiet_fit(two, 2, cbs=BalancedFinetune(mode='tau'))
+
+
+def test_tau_norm_scales_the_bias_with_its_class_on_a_tabular_learner():
+    "A one-group model with a bias (tabular_learner's last layer): weights and bias of class j both divided by ‖w_j‖^τ, (n, 1) targets read"
+    import pandas as pd
+    from fastai.tabular.all import TabularDataLoaders, tabular_learner, Categorify, Normalize
+    rng = np.random.default_rng(0)
+    n = 600
+    df = pd.DataFrame({'a': rng.normal(size=n), 'b': rng.normal(size=n)})
+    df['y'] = np.where(df.a > 1.2, 'rare', np.where(df.b > 0.3, 'mid', 'common'))
+    dls = TabularDataLoaders.from_df(df, y_names='y', cont_names=['a', 'b'], procs=[Normalize], bs=64, valid_idx=list(range(500, n)))
+    set_seed(0)
+    learn = tabular_learner(dls, layers=[16])
+    bf,at = BalancedFinetune(mode='tau', tau=0.5),ClassifierAt()
+    quiet_fit(learn, 2, cbs=[bf, at])
+    lin = last_linear(learn.model)
+    assert lin.bias is not None
+    name = next(k for k,p in learn.model.named_parameters() if p is lin.weight)[:-len('weight')]
+    s = at.w[name + 'weight'].norm(dim=1) ** -0.5
+    torch.testing.assert_close(lin.weight, at.w[name + 'weight'] * s[:, None]); torch.testing.assert_close(lin.bias, at.w[name + 'bias'] * s)
+    bf = BalancedFinetune(mode='tau')  # and the choice reads the table's (n, 1) class codes
+    quiet_fit(learn, 2, cbs=bf)
+    assert bf.tau_chosen in bf.tau_scores and len(bf.tau_scores) == 21
+
+
+def test_last_epoch_cache_computes_the_cache_when_a_class_missed_the_last_epoch(dls):
+    "drop_last left a class's only items out of the last natural epoch: the stage cannot draw it from what was kept, so the one pass runs instead, and says which class"
+    class OneClassOut(Callback):  # as drop_last can: the last natural epoch's batches leave out every item of class '9'
+        order = BalancedFinetune.order - 1
+        def before_batch(self):
+            if self.training and self.epoch == 1:
+                keep = self.yb[0] != 9
+                if keep.all(): return
+                self.learn.xb,self.learn.yb = tuple(x[keep] for x in self.xb),tuple(y[keep] for y in self.yb)
+    set_seed(0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    spy = CacheSpy()
+    with pytest.warns(UserWarning, match=re.escape("cannot be used, no item of class ['9'] was in its batches")):
+        quiet_fit(learn, 3, cbs=[BalancedFinetune(epochs=1, train='classifier', cache='last_epoch'), OneClassOut(), spy])
+    assert spy.feats.shape == (len(dls.train_ds), 512) and (spy.targets == 9).any()
+    assert_restored(learn, dls)
+
+
+# --- train='scales': learnable weight scaling (LWS), one scale per class of the trained classifier ---
+
+class StageStart(Callback):
+    "The whole model's weights when the stage starts (after BalancedFinetune's switch)"
+    order = BalancedFinetune.order + 1
+    def before_epoch(self):
+        if self.epoch == self.n_epoch - 1 and not hasattr(self, 'w'): self.w = {n: p.detach().clone() for n,p in self.model.named_parameters()}
+
+
+@pytest.mark.parametrize('cache', [False, True])
+def test_scales_stage_rescales_each_class_of_the_trained_classifier(dls, cache):
+    set_seed(0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, metrics=accuracy)
+    at = StageStart()
+    quiet_fit(learn, 3, lr=1e-2, cbs=[BalancedFinetune(epochs=1, train='scales', cache=cache), at])
+    w0,w = at.w['1.8.weight'],last_linear(learn.model).weight.detach()
+    s = (w * w0).sum(1) / (w0 * w0).sum(1)
+    torch.testing.assert_close(w, s[:, None] * w0)  # every row a multiple of its pre-stage row
+    assert s.std() > 1e-3 and not torch.allclose(s, torch.ones(10))  # the scales learnt, and differ by class
+    assert all(torch.equal(p, at.w[n]) for n,p in learn.model.named_parameters() if not n.startswith('1.8.'))
+    assert_restored(learn, dls, n_metrics=1) and not any(m._forward_hooks for m in learn.model.modules())
+    torch.testing.assert_close(learn.trained_prior.priors, torch.full((10,), .1, dtype=torch.float64))
+
+
+def test_scales_stage_scales_the_bias_with_its_row_on_a_tabular_learner():
+    import pandas as pd
+    from fastai.tabular.all import TabularDataLoaders, tabular_learner
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({'a': rng.normal(size=600), 'b': rng.normal(size=600)})
+    df['y'] = np.where(df.a > 1.2, 'rare', np.where(df.b > 0.3, 'mid', 'common'))
+    dls = TabularDataLoaders.from_df(df, y_names='y', cont_names=['a', 'b'], bs=64, valid_idx=list(range(500, 600)))
+    set_seed(0)
+    learn = tabular_learner(dls, layers=[16])
+    at = StageStart()
+    quiet_fit(learn, 3, lr=1e-2, cbs=[BalancedFinetune(epochs=1, train='scales'), at])
+    lin = last_linear(learn.model)
+    name = next(k for k,p in learn.model.named_parameters() if p is lin.weight)[:-len('weight')]
+    w0,b0 = at.w[name + 'weight'],at.w[name + 'bias']
+    s = ((lin.weight * w0).sum(1) + lin.bias * b0) / ((w0 * w0).sum(1) + b0 * b0)
+    torch.testing.assert_close(lin.weight.detach(), s[:, None].detach() * w0); torch.testing.assert_close(lin.bias.detach(), (s * b0).detach())
+    assert not torch.allclose(s, torch.ones(3))
+
+
+def test_scales_cannot_be_reinitialised():
+    with pytest.raises(ValueError, match=re.escape("train='scales' rescales the classifier the natural epochs trained: it cannot be re-initialised (reinit=True)")):
+        BalancedFinetune(train='scales', reinit=True)
+
+
+def test_tau_accepts_numpy_numbers():
+    assert BalancedFinetune(mode='tau', tau=np.float32(0.5)).tau == 0.5
+    assert BalancedFinetune(mode='tau', taus=np.linspace(0, 1, 3)).taus is not None
+
+
+def test_tau_norm_names_a_loss_it_cannot_read():
+    import torch.nn.functional as F
+    from fastai.data.core import DataLoaders
+    from torch.utils.data import TensorDataset
+    x = torch.randn(64, 4); y = (x[:, 0] > 0).long()
+    dls = DataLoaders.from_dsets(TensorDataset(x, y), TensorDataset(x, y), bs=16)
+    learn = Learner(dls, nn.Sequential(nn.Linear(4, 2)), loss_func=F.cross_entropy)
+    with pytest.raises(ValueError, match=re.escape("cannot tell whether cross_entropy gives softmax outputs: use fastai's CrossEntropyLossFlat(), or mode='crt'")):
+        quiet_fit(learn, 2, cbs=BalancedFinetune(mode='tau'))
+
+
+def test_tau_norm_weights_saved_by_save_model_callback_carry_the_uniform_prior(dls, tmp_path):
+    "SaveModelCallback saves the τ-normalised last epoch: the prior file beside it, and the prior after its reload, are the uniform one"
+    from fastai.callback.tracker import SaveModelCallback
+    from fastai_imbalance.training import prior_file
+    set_seed(0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, path=tmp_path)
+    quiet_fit(learn, 2, cbs=[BalancedFinetune(mode='tau', tau=1), SaveModelCallback(every_epoch=True, fname='e')])
+    saved = [torch.load(prior_file(tmp_path/'models'/f'e_{i}.pth')) for i in (0, 1)]
+    assert 'τ' not in saved[0]['how'] and 'τ-normalised' in saved[1]['how']
+    torch.testing.assert_close(saved[1]['priors'], torch.full((10,), .1, dtype=torch.float64))
+    class Best(SaveModelCallback):  # "better" at the last epoch whatever the losses: the τ epoch is the one reloaded
+        def after_epoch(self):
+            self.best = float('inf') if self.epoch < self.n_epoch - 1 else self.best
+            super().after_epoch()
+    quiet_fit(learn, 2, cbs=[BalancedFinetune(mode='tau', tau=1), Best(fname='best', comp=np.less)])
+    assert 'τ-normalised' in learn.trained_prior.how
+    torch.testing.assert_close(learn.trained_prior.priors, torch.full((10,), .1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize('cache', [True, 'last_epoch'])
+def test_cached_stage_resumed_at_the_stage_with_start_epoch(dls, cache):
+    "fit(start_epoch=) skips the natural epochs: the model check and the cache's eval pass must not mistake each other's forward passes"
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the last-epoch cache says it computes its cache in one pass instead
+        quiet_fit(learn, 4, start_epoch=3, cbs=BalancedFinetune(epochs=1, train='classifier', cache=cache))
+    assert_restored(learn, dls) and not any(m._forward_hooks for m in learn.model.modules())

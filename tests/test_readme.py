@@ -33,7 +33,8 @@ def test_readme_is_clean_markdown():
     bad = re.findall(r'<(?:style|div|table|thead|tbody|tr|td|th|span|script)\b[^>]*>|```html', text)
     assert not bad, f'raw HTML left in README.md: {sorted(set(bad))[:5]}'
     assert re.search(r'^\| epoch \| train_loss \| valid_loss ', text, re.M), 'the fit table is not a Markdown table'
-    assert '](nbs/09_guide.ipynb)' in text and not re.search(r'\]\(\w+\.html', text), 'docs links must point at the notebooks on a code host'
+    assert '](https://fastai-imbalance.github.io/fastai_imbalance/09_guide.html)' in text and not re.search(r'\]\(\w+\.html', text), 'docs links must point at the built site'
+    assert not re.search(r'\]\(nbs/\w+\.ipynb', text), 'a link to a raw notebook: a code host shows its stderr and its .html links break'
     top = text[:text.index('## What is in it')]
     assert 'make demo' in top and 'make test' in top, 'the two commands come first'
 
@@ -54,4 +55,5 @@ def test_build_readme_converts_markup():
     assert m.out_md({'output_type': 'display_data', 'data': {'text/html': '<div><p>no table</p></div>', 'text/plain': 'the plain text'}}) == '```\nthe plain text\n```'  # no table: the text form
     assert m.out_md({'output_type': 'display_data', 'data': {'text/html': '<style>.a{}</style>', 'text/plain': '<IPython.core.display.HTML object>'}}) == ''  # fastprogress' style block
     assert m.out_md({'output_type': 'stream', 'name': 'stderr', 'text': '/root/x.py:1: UserWarning: w'}) == ''
-    assert m.links('see [a](09_guide.html) and [b](08_bench.html#x) and [c](https://x.org/a.html)') == 'see [a](nbs/09_guide.ipynb) and [b](nbs/08_bench.ipynb#x) and [c](https://x.org/a.html)'
+    assert m.links('see [a](09_guide.html) and [b](08_bench.html#x) and [c](https://x.org/a.html)') == ('see [a](https://fastai-imbalance.github.io/fastai_imbalance/09_guide.html) and '
+                                                                                    '[b](https://fastai-imbalance.github.io/fastai_imbalance/08_bench.html#x) and [c](https://x.org/a.html)')
