@@ -87,6 +87,8 @@ def run(method, path, seed, epochs, lr=3e-3, bs=32, arch=resnet18, size=None):
     res = evaluate(learn, class_counts(dls).values)
     res['seconds'] = time.perf_counter() - t
     res.update(timer.summary())
+    bf = next((c for c in cbs if isinstance(c, BalancedFinetune) and c.mode == 'tau'), None)
+    if bf is not None: res['tau'] = bf.tau_chosen  # the exponent chosen on the training items
     learn.add_cb(PriorShift('uniform'))  # the same weights, shifted from the prior they were trained under: the double-correction check
     shifted = evaluate(learn, class_counts(dls).values)
     shifted.update(seconds=0., natural_epoch_s=res['natural_epoch_s'], stage_s=0.)
@@ -130,7 +132,8 @@ def main(seeds=5, epochs=10, imbalance=100, out=None, data='lt', methods=None, d
         for m in run_now:
             r, rs = run(m, path, seed, epochs, **kw); r.update(method=m, seed=seed); rows.append(r)
             rs.update(method=f'{m} + PriorShift(uniform)', seed=seed); rows.append(rs)
-            print(f'  seed {seed} {m:56s} bal.acc {r["balanced_accuracy"]:.3f}, then PriorShift(uniform) {rs["balanced_accuracy"]:.3f}  ({r["seconds"]:.0f} s)', flush=True)
+            print(f'  seed {seed} {m:56s} bal.acc {r["balanced_accuracy"]:.3f}, then PriorShift(uniform) {rs["balanced_accuracy"]:.3f}  ({r["seconds"]:.0f} s)'
+                  + (f'; tau chosen {r["tau"]:g}' if 'tau' in r else ''), flush=True)
     df = pd.concat([old, pd.DataFrame(rows)], ignore_index=True)
     methods = list(dict.fromkeys(['plain CE'] + [m for m in old.method if not m.endswith(' + PriorShift(uniform)')] + methods))
     missing = [(m, s) for m in methods for s in range(first_seed, first_seed + seeds) if not ((df.method == m) & (df.seed == s)).any()]
