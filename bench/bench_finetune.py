@@ -75,6 +75,7 @@ def run(method, path, seed, epochs, lr=3e-3, bs=32, arch=resnet18, size=None):
            'BalancedFinetune classifier without re-init': [BalancedFinetune(train='classifier', reinit=False)],
            'BalancedFinetune classifier (cached)': [BalancedFinetune(train='classifier', reinit=False, cache=True)],
            'BalancedFinetune classifier (cached; 10 passes)': [BalancedFinetune(train='classifier', reinit=False, cache=True, n=10 * len(dls.train_ds))],
+           'BalancedFinetune classifier (cached; 10 passes in 10x batches)': [BalancedFinetune(train='classifier', reinit=False, cache=True, n=10 * len(dls.train_ds), bs=10 * bs)],
            'BalancedFinetune classifier (last-epoch cache)': [BalancedFinetune(train='classifier', reinit=False, cache='last_epoch')],
            'BalancedFinetune classifier (last-epoch cache; 10 passes)': [BalancedFinetune(train='classifier', reinit=False, cache='last_epoch', n=10 * len(dls.train_ds))],
            'BalancedFinetune tau-norm (no stage)': [BalancedFinetune(mode='tau')],
@@ -101,7 +102,7 @@ METHODS = ['plain CE', "fastai weighted_dataloaders", 'LogitAdjustedLoss (whole 
            'BalancedFinetune stage = LogitAdjustedLoss (head)', 'BalancedFinetune head (sqrt stage)',
            'BalancedFinetune classifier without re-init', 'BalancedFinetune classifier (cached)', 'BalancedFinetune classifier (cached; 10 passes)',
            'BalancedFinetune classifier (last-epoch cache)', 'BalancedFinetune classifier (last-epoch cache; 10 passes)',
-           'BalancedFinetune tau-norm (no stage)', 'BalancedFinetune scales (LWS; cached)']
+           'BalancedFinetune tau-norm (no stage)', 'BalancedFinetune scales (LWS; cached)', 'BalancedFinetune classifier (cached; 10 passes in 10x batches)']
 
 
 def paired(d, base, col='balanced_accuracy'):
