@@ -254,6 +254,10 @@ class _FeatureDL(TfmdDL):
         i = torch.as_tensor(np.asarray(b, dtype=np.int64))
         return tuple(t[i].float() if t.is_floating_point() else t[i] for t in self.dataset.tensors)
 
+def _codes(y):
+    "Targets as the stage draws them: tabular's (n, 1) class codes flattened to (n,), anything else as it is"
+    return y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+
 def _cpu_cache(f):
     "A batch of classifier inputs as the cache keeps it: on the CPU, in float16, or float32 where float16 would overflow"
     f = f.detach().as_subclass(torch.Tensor)
@@ -274,7 +278,7 @@ def _cache_pass(self:BalancedFinetune, on_batch=None):
             for b in dl:
                 with getattr(mp, 'autocast', None) or contextlib.nullcontext(): self.model(*b[:n])
                 y = b[n].detach().as_subclass(torch.Tensor)
-                if on_batch: on_batch(feats.pop(), y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y)  # tabular's (n, 1) class codes
+                if on_batch: on_batch(feats.pop(), _codes(y))
                 else: ys.append(y.cpu())
     finally: h.remove(); self.model.train(was)
     return feats,ys
@@ -282,25 +286,21 @@ def _cache_pass(self:BalancedFinetune, on_batch=None):
 @patch
 def _cached_dl(self:BalancedFinetune):
     "The stage's loader over the classifier's cached inputs (kept as `_cpu_cache` keeps them), drawn as the stage draws"
-    base = self._saved['base']
-    why = None
-    if self._rec is not None and self._rec[0]:  # cache='last_epoch': what the last natural epoch's training computed
-        feats,ys = self._rec
-        y = torch.cat(ys); y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
-        seen = (y.sum(0) > 0).cpu().numpy() if y.ndim == 2 else np.bincount(y.cpu().numpy(), minlength=len(self._stage_dl.counts)) > 0
-        miss = np.flatnonzero((np.asarray(self._stage_dl.counts) > 0) & ~seen[:len(self._stage_dl.counts)])
+    base,counts = self._saved['base'],np.asarray(self._stage_dl.counts)
+    rec,self._rec,why = (self._rec if self._rec is not None and self._rec[0] else None),None,None
+    if rec:  # cache='last_epoch': what the last natural epoch's training computed
+        y = _codes(torch.cat(rec[1]))
+        seen = (y.sum(0) > 0).cpu().numpy() if y.ndim == 2 else np.bincount(y.cpu().numpy(), minlength=len(counts)) > 0
+        miss = np.flatnonzero((counts > 0) & ~seen[:len(counts)])
         if len(miss): why = (f"no item of class{'es' if len(miss) > 1 else ''} {[str(self._stage_dl._vocab[i]) for i in miss[:10]]} was in its batches "
                              "(a training loader that drops its last partial batch can leave out a class's only items)")
     elif self.cache == 'last_epoch': why = "its training phase did not run, or not to its end"
-    if why or not (self._rec is not None and self._rec[0]):
-        if why: warnings.warn(f"BalancedFinetune(cache='last_epoch'): the classifier's inputs of epoch {self.start - 1} (fastai counts from 0) cannot be used, {why}: "
-                              "the cache is computed in one pass at the stage's start, as with cache=True")
-        feats,ys = self._cache_pass()
-    self._rec = None
+    if why: warnings.warn(f"BalancedFinetune(cache='last_epoch'): the classifier's inputs of epoch {self.start - 1} (fastai counts from 0) cannot be used, {why}: "
+                          "the cache is computed in one pass at the stage's start, as with cache=True")
+    if rec and not why: feats = rec[0]
+    else: feats,ys = self._cache_pass(); y = _codes(torch.cat(ys))
     x = torch.cat(feats) if all(f.dtype == torch.float16 for f in feats) else torch.cat([f.float() for f in feats])
     if not torch.isfinite(x).all(): raise ValueError(f"BalancedFinetune(cache={self.cache!r}): the classifier's inputs include non-finite values; use cache=False")
-    y = torch.cat(ys)
-    if y.ndim == 2 and y.shape[1] == 1: y = y[:, 0]  # tabular's (n, 1) class codes
     fdl = _FeatureDL(_Features(x, y), bs=base.bs, num_workers=0, device=base.device, drop_last=self._stage_dl.drop_last)
     return fdl.new(cls=resampled_type(fdl), strategy=self.strategy, shuffle=True, **self.resample_kwargs)
 
@@ -386,12 +386,14 @@ def after_cancel_train(self:BalancedFinetune): self._stop_rec(False); self._end_
 @patch
 def after_cancel_epoch(self:BalancedFinetune): self._stop_rec(False); self._end_cached()  # fastai skips after_train then
 
+def _row_norms(lin): return lin.weight.detach().flatten(1).float().norm(dim=1)  # ‖w_j‖ per class
+
 class _TauHits:
     "Per-class hits of the scores divided by ‖w_j‖^τ, for each τ in `taus`, accumulated batch by batch; `balanced_accuracy()` for each τ"
     def __init__(self, lin, taus):
-        w = lin.weight.detach().flatten(1).float()
-        self.scale = w.norm(dim=1)[None] ** -torch.as_tensor(taus, dtype=torch.float32, device=w.device)[:, None]  # (len(taus), C)
-        self.hits,self.counts = torch.zeros(len(taus), w.shape[0], device=w.device),torch.zeros(w.shape[0], device=w.device)
+        norms = _row_norms(lin)
+        self.scale = norms[None] ** -torch.as_tensor(taus, dtype=torch.float32, device=norms.device)[:, None]  # (len(taus), C)
+        self.hits,self.counts = torch.zeros(len(taus), len(norms), device=norms.device),torch.zeros(len(norms), device=norms.device)
     def __call__(self, z, y):
         y = y.to(self.hits.device).long()
         self.counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float32))
@@ -412,7 +414,7 @@ def _tau_norm(self:BalancedFinetune):
         best = taus[int(ba.argmax())]  # the first best: the smallest τ among ties
     else: best = taus[0]
     with torch.no_grad():
-        s = lin.weight.detach().flatten(1).float().norm(dim=1) ** -best
+        s = _row_norms(lin) ** -best
         lin.weight.mul_(s.view(-1, *[1] * (lin.weight.ndim - 1)).to(lin.weight.dtype))
         if lin.bias is not None: lin.bias.mul_(s.to(lin.bias.dtype))
     _sync_from_rank0(lin.parameters())

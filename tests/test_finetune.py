@@ -28,6 +28,14 @@ class Probe(Callback):
         if self.training: self.rows[-1]['lrs'].append(self.opt.hypers[-1]['lr'])
 
 
+class RaiseAt(Callback):
+    "Raise `exc` after training batch `it` of epoch `epoch` (fastai counts both from 0)"
+    order = 50
+    def __init__(self, epoch, it, exc): self.at,self.exc = (epoch, it),exc
+    def after_batch(self):
+        if self.training and (self.epoch, self.iter) == self.at: raise self.exc()
+
+
 def assert_restored(learn, dls, n_metrics=0):
     assert learn.dls.train is dls.train and type(learn.dls.train) is TfmdDL
     assert all(p.requires_grad for p in learn.model.parameters())
@@ -440,10 +448,7 @@ def test_cache_equals_a_fresh_forward_pass_without_augmentation(lt_path):
 
 
 def test_cached_stage_restores_everything_however_it_ends(dls):
-    class Stop(Callback):
-        order = 50
-        def after_batch(self):
-            if self.training and self.epoch == 2 and self.iter == 1: raise KeyboardInterrupt()
+    Stop = lambda: RaiseAt(2, 1, KeyboardInterrupt)
     set_seed(0)
     learn = vision_learner(dls, tiny_arch, pretrained=False, metrics=accuracy)
     full = learn.model
@@ -567,10 +572,7 @@ def test_cache_keeps_large_features_in_float32_and_the_loaders_drop_last():
 
 
 def test_an_interrupted_cached_fit_keeps_no_reference_to_the_cache(dls):
-    class Stop(Callback):
-        order = 50
-        def after_batch(self):
-            if self.training and self.epoch == 2 and self.iter == 1: raise KeyboardInterrupt()
+    Stop = lambda: RaiseAt(2, 1, KeyboardInterrupt)
     learn = vision_learner(dls, tiny_arch, pretrained=False)
     try: quiet_fit(learn, 3, cbs=[BalancedFinetune(epochs=1, train='classifier', cache=True), Stop()])
     except KeyboardInterrupt: pass
@@ -625,10 +627,7 @@ def test_last_epoch_cache_is_the_last_natural_epochs_training_inputs(dls):
 
 def test_last_epoch_cache_falls_back_to_one_pass_when_that_epoch_was_cut_short(dls):
     from fastai.callback.core import CancelEpochException
-    class Cut(Callback):
-        order = 50
-        def after_batch(self):
-            if self.training and self.epoch == 1 and self.iter == 1: raise CancelEpochException()
+    Cut = lambda: RaiseAt(1, 1, CancelEpochException)
     set_seed(0)
     learn = vision_learner(dls, tiny_arch, pretrained=False)
     spy = CacheSpy()
@@ -640,10 +639,7 @@ def test_last_epoch_cache_falls_back_to_one_pass_when_that_epoch_was_cut_short(d
 
 
 def test_last_epoch_cache_restores_everything_when_the_fit_stops_while_it_records(dls):
-    class Stop(Callback):
-        order = 50
-        def after_batch(self):
-            if self.training and self.epoch == 1 and self.iter == 2: raise KeyboardInterrupt()
+    Stop = lambda: RaiseAt(1, 2, KeyboardInterrupt)
     learn = vision_learner(dls, tiny_arch, pretrained=False)
     bf = BalancedFinetune(epochs=1, train='classifier', cache='last_epoch')
     try: quiet_fit(learn, 3, cbs=[bf, Stop()])
@@ -704,11 +700,7 @@ def test_tau_norm_with_a_fixed_tau_reads_no_data_and_a_cut_fit_rescales_nothing(
     w0 = at.w['1.8.weight']
     torch.testing.assert_close(last_linear(learn.model).weight, w0 / w0.norm(dim=1)[:, None])
     assert bf.tau_chosen == 1 and bf.tau_scores == {}  # a fixed τ: no candidates scored
-    class Stop(Callback):
-        order = 50
-        def after_batch(self):
-            if self.training and self.epoch == 1 and self.iter == 1: raise CancelFitException()
-    from fastai.callback.core import CancelFitException
+    Stop = lambda: RaiseAt(1, 1, CancelFitException)
     w = last_linear(learn.model).weight.detach().clone()
     with pytest.warns(UserWarning, match=re.escape("before the classifier's τ-normalisation at the end of epoch 1's training: the model was not τ-normalised")):
         quiet_fit(learn, 2, cbs=[BalancedFinetune(mode='tau', tau=1), Stop()])
