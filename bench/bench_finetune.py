@@ -71,15 +71,16 @@ def run(method, path, seed, epochs, lr=3e-3, bs=32, arch=resnet18, size=None):
            'BalancedFinetune head for half the fit': [BalancedFinetune(train='head', pct=.5, reinit=True)],
            'BalancedFinetune stage = LogitAdjustedLoss (all layers)': [BalancedFinetune(mode='drw', loss_func=LogitAdjustedLoss(dls))],
            'BalancedFinetune stage = LogitAdjustedLoss (head)': [BalancedFinetune(mode='drw', train='head', loss_func=LogitAdjustedLoss(dls))],
-           'BalancedFinetune classifier (Kang et al. cRT)': [BalancedFinetune(train='classifier', reinit=True)],
-           'BalancedFinetune classifier without re-init': [BalancedFinetune(train='classifier', reinit=False)],
-           'BalancedFinetune classifier (cached)': [BalancedFinetune(train='classifier', reinit=False, cache=True)],
-           'BalancedFinetune classifier (cached; 10 passes)': [BalancedFinetune(train='classifier', reinit=False, cache=True, n=10 * len(dls.train_ds))],
+           'BalancedFinetune classifier (Kang et al. cRT)': [BalancedFinetune(train='classifier', reinit=True, cache=False)],
+           'BalancedFinetune classifier without re-init': [BalancedFinetune(train='classifier', reinit=False, cache=False)],
+           'BalancedFinetune classifier (cached)': [BalancedFinetune(train='classifier', reinit=False, cache=True, n=None, bs=bs)],
+           'BalancedFinetune classifier (cached; 10 passes)': [BalancedFinetune(train='classifier', reinit=False, cache=True, n=10 * len(dls.train_ds), bs=bs)],
            'BalancedFinetune classifier (cached; 10 passes in 10x batches)': [BalancedFinetune(train='classifier', reinit=False, cache=True, n=10 * len(dls.train_ds), bs=10 * bs)],
-           'BalancedFinetune classifier (last-epoch cache)': [BalancedFinetune(train='classifier', reinit=False, cache='last_epoch')],
-           'BalancedFinetune classifier (last-epoch cache; 10 passes)': [BalancedFinetune(train='classifier', reinit=False, cache='last_epoch', n=10 * len(dls.train_ds))],
+           'BalancedFinetune classifier (cached; 10 passes in 3x batches)': [BalancedFinetune(train='classifier', reinit=False, cache=True, n=10 * len(dls.train_ds), bs=3 * bs)],
+           'BalancedFinetune classifier (last-epoch cache)': [BalancedFinetune(train='classifier', reinit=False, cache='last_epoch', n=None, bs=bs)],
+           'BalancedFinetune classifier (last-epoch cache; 10 passes)': [BalancedFinetune(train='classifier', reinit=False, cache='last_epoch', n=10 * len(dls.train_ds), bs=bs)],
            'BalancedFinetune tau-norm (no stage)': [BalancedFinetune(mode='tau')],
-           'BalancedFinetune scales (LWS; cached)': [BalancedFinetune(train='scales', cache=True)],
+           'BalancedFinetune scales (LWS; cached)': [BalancedFinetune(train='scales', cache=True, n=None, bs=bs)],
            'BalancedFinetune all layers': [BalancedFinetune(train='all')],
            'DRW (BalancedFinetune mode=drw)': [BalancedFinetune(mode='drw')]}[method]
     learn = vision_learner(dls, arch, pretrained=False, cbs=cbs, loss_func=loss)
@@ -102,7 +103,8 @@ METHODS = ['plain CE', "fastai weighted_dataloaders", 'LogitAdjustedLoss (whole 
            'BalancedFinetune stage = LogitAdjustedLoss (head)', 'BalancedFinetune head (sqrt stage)',
            'BalancedFinetune classifier without re-init', 'BalancedFinetune classifier (cached)', 'BalancedFinetune classifier (cached; 10 passes)',
            'BalancedFinetune classifier (last-epoch cache)', 'BalancedFinetune classifier (last-epoch cache; 10 passes)',
-           'BalancedFinetune tau-norm (no stage)', 'BalancedFinetune scales (LWS; cached)', 'BalancedFinetune classifier (cached; 10 passes in 10x batches)']
+           'BalancedFinetune tau-norm (no stage)', 'BalancedFinetune scales (LWS; cached)', 'BalancedFinetune classifier (cached; 10 passes in 10x batches)',
+           'BalancedFinetune classifier (cached; 10 passes in 3x batches)']
 
 
 def paired(d, base, col='balanced_accuracy'):
@@ -112,7 +114,7 @@ def paired(d, base, col='balanced_accuracy'):
     return diff, diff.mean(), h
 
 
-def main(seeds=5, epochs=10, imbalance=100, out=None, data='lt', methods=None, data_seed=0, first_seed=0, saved=None):
+def main(seeds=5, epochs=10, imbalance=100, out=None, data='lt', methods=None, data_seed=0, first_seed=0, saved=None, against=None):
     torch.set_num_threads(2)
     path = (digits_lt(imbalance=imbalance, seed=data_seed) if data == 'lt' else digits_rare() if data == 'rare' else
             photos_lt(seed=data_seed) if data == 'photos' else glyphs_lt())
@@ -122,6 +124,8 @@ def main(seeds=5, epochs=10, imbalance=100, out=None, data='lt', methods=None, d
     if unknown: raise SystemExit(f'unknown methods {sorted(unknown)}: names are {METHODS}')
     old = pd.concat([pd.read_csv(f) for f in saved.split(',')]) if saved else pd.DataFrame(columns=['method', 'seed'])
     old = old[old.seed.isin(range(first_seed, first_seed + seeds))].drop_duplicates(['method', 'seed'])
+    full = old.groupby('method').seed.nunique() == seeds
+    old = old[old.method.isin(full[full].index)]  # a saved method that misses some of the seeds asked for is left out (or run again, if asked for)
     # runs are deterministic per seed (the same seed gives the same batches and weights: plain CE reproduces its saved rows to the digit), so saved rows pair with new ones
     run_now = [m for m in methods if m not in set(old.method)]
     cc = class_counts(ImageDataLoaders.from_folder(path, valid='valid', num_workers=0))
@@ -154,6 +158,12 @@ def main(seeds=5, epochs=10, imbalance=100, out=None, data='lt', methods=None, d
         for o in singles:
             diff, mean, h = paired(df[df.method == m].set_index('seed'), df[df.method == o].set_index('seed'))
             print(f'{m} minus {o}: {mean:+.1f} points of balanced accuracy, 95% interval [{mean - h:+.1f}, {mean + h:+.1f}]')
+    for o in [o for o in (against or '').split(',') if o]:  # the new methods against other stages (the default, or the option they would replace)
+        if o not in set(df.method): raise SystemExit(f'--against {o!r}: no such method in these runs')
+        for m in [m for m in run_now if m != o]:
+            diff, mean, h = paired(df[df.method == m].set_index('seed'), df[df.method == o].set_index('seed'))
+            print(f'{m} minus {o}: {mean:+.1f} points of balanced accuracy, 95% interval [{mean - h:+.1f}, {mean + h:+.1f}]; '
+                  f'many-shot {100 * (df[df.method == m].set_index("seed").many_shot - df[df.method == o].set_index("seed").many_shot).mean():+.1f}')
     ms = [m for m in methods if m in ('BalancedFinetune head (cRT)', 'BalancedFinetune classifier (Kang et al. cRT)')]  # both re-initialise: only the layers trained differ
     if len(ms) == 2:
         a, b = (df[df.method == m].set_index('seed') for m in ms)
@@ -185,5 +195,6 @@ if __name__ == '__main__':
                     help="many: glyphs_lt's 1,000 classes with the bench's small_convnet; photos: photos_lt's 27 photo-region classes (150:2), the confirmation set")
     ap.add_argument('--data-seed', type=int, default=0, help="digits_lt's scan shuffle: another seed (and --imbalance) gives a set nothing was tuned on")
     ap.add_argument('--methods', default=None, help='comma-separated subset (plain CE is always run, as the baseline, unless --saved has it)')
+    ap.add_argument('--against', default=None, help='comma-separated methods (run now or saved) to compare the new ones with, paired by seed')
     ap.add_argument('--saved', default=None, help='comma-separated CSVs of earlier runs on the same data and epochs: their methods are not run again and are paired by seed with the new ones')
     main(**vars(ap.parse_args()))

@@ -2,7 +2,7 @@
 
     python bench/finetune_options.py
 
-For each set: every option's balanced accuracy minus the default `BalancedFinetune()`'s and minus the best single technique's
+For each set: every option's balanced accuracy minus the default `BalancedFinetune()`'s (the options are `BalancedFinetune(...)`'s arguments) and minus the best single technique's
 (plain CE with `PriorShift('uniform')`, or `LogitAdjustedLoss` for the whole fit: whichever has the higher mean), in points,
 with 95% paired-t intervals over the seeds; its many-shot recall; and what its stage costs, as a fraction of one natural epoch of
 the same fit (the stage's training phases, cache included; for mode='tau', what its pass adds to the last epoch). Runs are
@@ -13,15 +13,16 @@ from pathlib import Path
 from scipy import stats
 
 R = Path(__file__).parent/'results'
-SETS = {'digits_lt(100): 10 classes, resnet18, 8 epochs': ['finetune_choice_digits.csv'],
-        'glyphs_lt(): 1,000 classes, small convnet, 5 epochs': ['finetune_choice_many_0_4.csv', 'finetune_choice_many_5_9.csv'],
-        'photos_lt(): 27 classes, resnet18, 8 epochs (the confirmation set)': ['finetune_choice_photos.csv']}
-DEFAULT = 'BalancedFinetune head without re-init'
-OPTIONS = {DEFAULT: '`BalancedFinetune()` (the default: the head on balanced draws)',
-           'BalancedFinetune classifier (cached)': "`train='classifier', cache=True`",
-           'BalancedFinetune classifier (cached; 10 passes)': "`train='classifier', cache=True, n=10*len(dls.train_ds)`",
-           'BalancedFinetune classifier (last-epoch cache)': "`train='classifier', cache='last_epoch'`",
-           'BalancedFinetune scales (LWS; cached)': "`train='scales', cache=True` (LWS)",
+SETS = {'digits_lt(100): 10 classes, resnet18, 8 epochs': ['finetune_choice_digits.csv', 'finetune_3x_digits.csv'],
+        'glyphs_lt(): 1,000 classes, small convnet, 5 epochs': ['finetune_choice_many_0_4.csv', 'finetune_choice_many_5_9.csv', 'finetune_3x_many.csv'],
+        'photos_lt(): 27 classes, resnet18, 8 epochs (the confirmation set)': ['finetune_choice_photos.csv', 'finetune_3x_photos.csv']}
+DEFAULT = 'BalancedFinetune classifier (cached; 10 passes in 3x batches)'
+OPTIONS = {DEFAULT: '`BalancedFinetune()` (the default: the classifier on ten passes of its cached inputs, in 3x batches)',
+           'BalancedFinetune head without re-init': "`cache=False` (fastai's head on balanced batches of images; the default where a cache cannot work)",
+           'BalancedFinetune classifier (cached; 10 passes)': "`n=10*len(dls.train_ds), bs=dls.bs` (ten passes in the fit's batches)",
+           'BalancedFinetune classifier (cached)': "`n=None, bs=dls.bs` (one pass over the cache)",
+           'BalancedFinetune classifier (last-epoch cache)': "`cache='last_epoch', n=None, bs=dls.bs`",
+           'BalancedFinetune scales (LWS; cached)': "`train='scales', n=None, bs=dls.bs` (LWS)",
            'BalancedFinetune tau-norm (no stage)': "`mode='tau'` (τ-normalisation)"}
 SINGLES = {'plain CE + PriorShift(uniform)': "plain CE + `PriorShift('uniform')`", 'LogitAdjustedLoss (whole fit)': '`LogitAdjustedLoss`'}
 

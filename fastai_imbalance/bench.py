@@ -66,8 +66,9 @@ method_settings = {
     'ClassBalancedLoss': "Cui et al. 2019: softmax cross-entropy with effective-number weights, β=0.9999 (their CIFAR-10-LT softmax setting)",
     'FocalLoss': "Lin et al. 2017: γ=2, no α (fastai's FocalLoss)",
     'LogitAdjustedLoss': "Menon et al. 2021: logit-adjusted loss, τ=1",
-    'BalancedFinetune()': "the library's default: natural training, then fastai's head (kept, not re-initialised) retrained on a balanced draw for the last 25% of epochs, cosine from the fit's peak rate",
-    'BalancedFinetune(reinit=True) (cRT)': "Kang et al. 2020's cRT: as BalancedFinetune(), with the last linear layer re-initialised at the stage (the default before a paired study measured it worse than keeping the classifier the natural epochs trained)",
+    'BalancedFinetune()': "the library's default: natural training, then the classifier (the last linear layer, kept, not re-initialised) retrained for the last 25% of epochs on class-balanced draws of its cached inputs (one eval pass; ten passes' worth of draws per stage epoch, in batches three times the fit's), cosine from the fit's peak rate",
+    'BalancedFinetune(cache=False)': "the stage through the body: fastai's head (kept, not re-initialised) retrained on balanced batches of images for the last 25% of epochs, cosine from the fit's peak rate (the default where a cache cannot work: distributed training, MixUp/CutMix)",
+    'BalancedFinetune(cache=False, reinit=True) (cRT)': "Kang et al. 2020's cRT: as BalancedFinetune(cache=False), with the last linear layer re-initialised at the stage (the default before a paired study measured it worse than keeping the classifier the natural epochs trained)",
     'PriorShift(uniform) on cross-entropy': "the cross-entropy model's logits shifted to a uniform prior (no training; same seed's model)",
     'combined: LDAM + BalancedFinetune(drw)': "Cao et al. 2019: cosine classifier, s=30, max margin 0.5; deferred re-weighting (effective number, β=0.9999) for the last 20% of epochs (their 160 of 200)",
     'PairwiseAUCLoss + CE': "squared-hinge AUC surrogate + cross-entropy on class-aware batches (dls.resampled('balanced'): half positives per batch, LibAUC's DualSampler rate 0.5); 'ResampledDL balanced' is its ablation",
@@ -94,7 +95,8 @@ def single_label_methods(db, files, dls, bs:int)->dict:
         'FocalLoss': lambda: (dls, FocalLoss(2.), []),
         'LogitAdjustedLoss': lambda: (dls, LogitAdjustedLoss(dls, tau=1.), []),
         'BalancedFinetune()': lambda: (dls, ce(), [BalancedFinetune()]),
-        'BalancedFinetune(reinit=True) (cRT)': lambda: (dls, ce(), [BalancedFinetune(reinit=True)]),
+        'BalancedFinetune(cache=False)': lambda: (dls, ce(), [BalancedFinetune(cache=False)]),
+        'BalancedFinetune(cache=False, reinit=True) (cRT)': lambda: (dls, ce(), [BalancedFinetune(cache=False, reinit=True)]),
         'PriorShift(uniform) on cross-entropy': None,  # post hoc, from the cross-entropy run
         'combined: LDAM + BalancedFinetune(drw)': lambda: (dls, LDAMLoss(dls, max_m=.5, s=30.),
                                                            [BalancedFinetune(mode='drw', pct=.2, loss_func=LDAMLoss(dls, max_m=.5, s=30., weight=class_weights(dls, 'effective', beta=.9999)))],
@@ -104,12 +106,12 @@ def single_label_methods(db, files, dls, bs:int)->dict:
 def many_methods(db, files, dls, bs:int)->dict:
     "Recipes for the many-class task: the single-label ones less four the digits already compare (two resampling variants, focal loss and cRT's re-initialisation), to fit 5 seeds in 30 minutes on 2 cores"
     m = single_label_methods(db, files, dls, bs)
-    return {k: v for k,v in m.items() if k not in ('fastai weighted_dataloaders', 'ResampledDL sqrt', 'FocalLoss', 'BalancedFinetune(reinit=True) (cRT)')}
+    return {k: v for k,v in m.items() if k not in ('fastai weighted_dataloaders', 'ResampledDL sqrt', 'FocalLoss', 'BalancedFinetune(cache=False, reinit=True) (cRT)')}
 
 def rare_methods(db, files, dls, bs:int)->dict:
     "Recipes for a binary rare-positive task"
     m = single_label_methods(db, files, dls, bs)
-    keep = ['cross-entropy', 'fastai weighted_dataloaders', 'ResampledDL balanced', 'FocalLoss', 'LogitAdjustedLoss', 'BalancedFinetune()']
+    keep = ['cross-entropy', 'fastai weighted_dataloaders', 'ResampledDL balanced', 'FocalLoss', 'LogitAdjustedLoss', 'BalancedFinetune()', 'BalancedFinetune(cache=False)']
     out = {k: m[k] for k in keep}
     # at batch 32 and 194:1 most natural batches hold no positive, so no pair: class-aware batches, as AUC optimisation does (LibAUC's DualSampler)
     out['PairwiseAUCLoss + CE'] = lambda: (dls.resampled('balanced'), PairwiseAUCLoss(ce_weight=1.), [])

@@ -67,7 +67,7 @@ class BalancedFinetune(_Restores):
     def __init__(self, epochs:int=None, # Epochs of the balanced stage (default: `pct` of the fit)
                  pct:float=0.25, # Share of the fit's epochs for the stage when `epochs` is None
                  mode:str='crt', # 'crt': resampled loader (cRT); 'drw': same loader, class-balanced loss (DRW); 'tau': no stage epochs, the classifier τ-normalised at the end of the fit
-                 train=None, # 'classifier' (its last linear layer), 'scales' (one scale per class of that layer's weights: LWS), 'head' (fastai's whole head), 'all', or the last `train` parameter groups; default: 'head' for cRT, 'all' for DRW
+                 train=None, # 'classifier' (its last linear layer), 'scales' (one scale per class of that layer's weights: LWS), 'head' (fastai's whole head), 'all', or the last `train` parameter groups; default: for cRT 'classifier' with a cache, 'head' without; 'all' for DRW
                  reinit:bool=False, # Re-initialise the last linear layer at the stage, as Kang et al.'s cRT does (measured worse: see below)
                  strategy='balanced', # Sampling strategy of the stage, as in `ResampledDL`
                  lr=None, # Stage learning rate (default: each group's largest rate before the stage)
@@ -78,11 +78,11 @@ class BalancedFinetune(_Restores):
                  head=None, # The head module, or a function of the model returning it (default: the last parameter group)
                  tau=None, # mode='tau': the exponent τ; None chooses it from `taus` by balanced accuracy on the training items
                  taus=tuple(np.round(np.arange(0, 2.01, 0.1), 1)), # mode='tau': the candidates for τ
-                 cache=False, # Retrain the classifier (`train='classifier'`) on cached inputs: True computes them in one pass at the stage's start (eval mode, no augmentation), 'last_epoch' keeps those of the last natural epoch's training (no extra pass)
+                 cache='auto', # Retrain the classifier on cached inputs: True computes them in one pass at the stage's start (eval mode, no augmentation), 'last_epoch' keeps those of the last natural epoch's training (no extra pass); 'auto': True where the cache can work (cRT, one process, no MixUp/CutMix, a model that ends in its classifier), else False
                  **resample_kwargs): # More `ResampledDL` options for the stage (`n`, `replace`, `per_batch` ...)
         if mode not in stage_modes: raise ValueError(f"mode={mode!r}: use one of {stage_modes}")
         if sched not in ('cos', 'one_cycle'): raise ValueError(f"sched={sched!r}: use 'cos' or 'one_cycle'")
-        if mode == 'tau' and (train not in (None, 'classifier') or cache or reinit):
+        if mode == 'tau' and (train not in (None, 'classifier') or (cache and cache != 'auto') or reinit):
             raise ValueError(f"mode='tau' rescales the trained classifier and trains nothing: leave train, cache and reinit unset, got train={train!r}, cache={cache!r}, reinit={reinit!r}")
         if mode == 'tau':
             unused = {k: v for k,v in dict(epochs=epochs, lr=lr, wd=wd, loss_func=loss_func).items() if v is not None}
@@ -94,17 +94,20 @@ class BalancedFinetune(_Restores):
         if mode == 'tau' and tau is None:
             if not isinstance(taus, (list, tuple, np.ndarray)) or not len(taus) or not all(real(t) for t in taus):
                 raise ValueError(f"taus must be a non-empty list or tuple of numbers in [0, 10], got {taus!r}")
-        train = ifnone(train, 'classifier' if mode == 'tau' else 'head' if mode == 'crt' else 'all')
-        if not (train in train_modes or (isinstance(train, int) and not isinstance(train, bool) and train > 0)):
+        if mode != 'crt': train = ifnone(train, 'classifier' if mode == 'tau' else 'all')
+        if not (train is None or train in train_modes or (isinstance(train, int) and not isinstance(train, bool) and train > 0)):
             raise ValueError(f"train={train!r}: use one of {train_modes} or a positive number of parameter groups")
-        if not any(cache is v for v in (False, True)) and cache != 'last_epoch': raise ValueError(f"cache={cache!r}: use False, True (one pass at the stage's start) or 'last_epoch' (the last natural epoch's inputs)")
-        if cache and (mode != 'crt' or train not in ('classifier', 'scales')):
+        if not any(cache is v for v in (False, True)) and cache not in ('last_epoch', 'auto'):
+            raise ValueError(f"cache={cache!r}: use False, True (one pass at the stage's start), 'last_epoch' (the last natural epoch's inputs) or 'auto'")
+        if cache == 'auto' and (mode != 'crt' or train not in (None, 'classifier', 'scales')): cache = False  # 'auto': only where a cache can serve
+        if mode == 'crt' and train is None and cache != 'auto': train = 'classifier' if cache else 'head'  # 'auto' decides at each fit
+        if cache and cache != 'auto' and (mode != 'crt' or train not in ('classifier', 'scales')):
             raise ValueError(f"cache={cache!r} retrains the classifier alone on its cached inputs: it needs mode='crt' and train='classifier' (or 'scales'), got mode={mode!r}, train={train!r}")
         if train == 'scales' and reinit: raise ValueError("train='scales' rescales the classifier the natural epochs trained: it cannot be re-initialised (reinit=True)")
         if epochs is not None and (not isinstance(epochs, int) or epochs < 1): raise ValueError(f"epochs must be a positive int, got {epochs}")
         if not 0 < pct < 1: raise ValueError(f"pct must lie in (0, 1), got {pct}")
         store_attr(but='resample_kwargs,train')
-        self.train_what,self.resample_kwargs = train,resample_kwargs
+        self._train,self.train_what,self.resample_kwargs,self._cache = train,train,resample_kwargs,cache  # `train_what`, `_cache`: this fit's, once 'auto' has decided
         self.stage,self.active,self._saved,self._pre_stage,self._stage_prior = 'natural',False,None,False,None
         self._stage_dl = self._stage_loss = self._head = self._head_mod = self._replaced = None
         self._frozen_bn,self._no_step = [],[]
@@ -134,7 +137,7 @@ def before_fit(self:BalancedFinetune):
     self.active = False
     if getattr(self.learn, '_imb_warmup', False):  # fine_tune's frozen warm-up fit: left alone, but cache=True refuses now what it cannot do
         self.learn._imb_warmup = False
-        if self.cache: self._lin = last_linear(_head_params(self.learn, self.head)[1]); self._check_cache()
+        if self.cache and self.cache != 'auto': self._lin = last_linear(_head_params(self.learn, self.head)[1]); self._check_cache()
         return
     self.tau_chosen,self.tau_scores = None,{}  # this fit's, not an earlier one's
     self.start = self.n_epoch - 1 if self.mode == 'tau' else self._stage_start()  # 'tau': the last epoch trains as the others, the classifier is rescaled at its end
@@ -149,20 +152,46 @@ def before_fit(self:BalancedFinetune):
 # %% ../nbs/03_finetune.ipynb #b0bccbf4
 @patch
 def _check_head(self:BalancedFinetune):
-    "Everything the stage will need, found (or refused) now rather than after the natural epochs"
-    self._head = self._head_mod = None
-    if self.train_what in ('classifier', 'scales', 'head') or self.reinit:
-        params,mod = _head_params(self.learn, self.head)
-        lin = last_linear(mod) if self.reinit or self.train_what in ('classifier', 'scales') else None
-        self._head,self._head_mod,self._lin = (list(lin.parameters()) if self.train_what in ('classifier', 'scales') else params),mod,lin
+    "Everything the stage will need, found (or refused) now rather than after the natural epochs; with cache='auto', whether this fit's stage can use a cache"
+    self._cache,self.train_what = self.cache,self._train
+    if self.cache == 'auto':
+        why = self._no_cache()
+        if why: self._fall_back(why)
+        else: self._cache,self.train_what = True,ifnone(self._train, 'classifier')
+    self._find_head()
     if self.mode == 'crt':  # build the stage's loader now: impossible balancing raises here
         self._stage_dl = self._saved['base'].new(cls=resampled_type(self._saved['base']), strategy=self.strategy, shuffle=True, **self.resample_kwargs)
     else: self._stage_dl = None
     if self.mode == 'drw' and self.loss_func is None:
         self._stage_loss = CrossEntropyLossFlat(weight=class_weights(self._saved['base'], method='effective', beta=self.beta).to(self.dls.device or 'cpu'))
     else: self._stage_loss = self.loss_func
-    if self.cache: self._check_cache()
+    if self._cache: self._check_cache()
     if self.mode == 'tau': self._check_tau()
+
+@patch
+def _find_head(self:BalancedFinetune):
+    "The parameters the stage trains and the classifier's last linear layer, for this fit's `train_what`"
+    self._head = self._head_mod = None
+    if self.train_what in ('classifier', 'scales', 'head') or self.reinit:
+        params,mod = _head_params(self.learn, self.head)
+        lin = last_linear(mod) if self.reinit or self.train_what in ('classifier', 'scales') else None
+        self._head,self._head_mod,self._lin = (list(lin.parameters()) if self.train_what in ('classifier', 'scales') else params),mod,lin
+
+@patch
+def _no_cache(self:BalancedFinetune):
+    "cache='auto': why this fit's stage cannot retrain the classifier on cached inputs (None when it can)"
+    if isinstance(self.learn.model, nn.parallel.DistributedDataParallel): return "under distributed training each rank would retrain on a cache of its own"
+    mix = [type(cb).__name__ for cb in self.learn.cbs if isinstance(cb, MixHandler)]
+    if mix: return f"{mix[0]} mixes the training batches, and a cache holds the classifier's inputs, not the items to mix"
+    try: last_linear(_head_params(self.learn, self.head)[1])
+    except ValueError: return "the head has no linear layer to retrain on cached inputs"
+
+@patch
+def _fall_back(self:BalancedFinetune, why):
+    "cache='auto' where a cache cannot serve: this fit's stage runs the model on balanced batches of the training items, as cache=False does (with a warning)"
+    self._cache,self.train_what = False,ifnone(self._train, 'head')
+    warnings.warn(f"BalancedFinetune(cache='auto'): {why}, so this fit's stage retrains {'fastai' + chr(39) + 's head' if self.train_what == 'head' else f'train={self.train_what!r}'} "
+                  "on balanced batches of the training items, without a cache (pass cache=False to ask for this stage and silence this warning)")
 
 @patch
 def _check_cache(self:BalancedFinetune):
@@ -175,9 +204,10 @@ def _check_cache(self:BalancedFinetune):
 
 @patch
 def _probe_output(self:BalancedFinetune):
-    "Check, at the fit's first batch, that the model's output is its classifier's (`after_pred`)"
-    self._probe = []
-    self._probe_h = self._lin.register_forward_hook(lambda m, i, o: self._probe.append((i[0].ndim, o)) if m.training else None)  # not the cache's eval pass (a fit resumed at the stage)
+    "Check, at the fit's first batch, that the model's output is its classifier's (`after_pred`): the model's own output, before callbacks such as fastai's `RNNCallback` unpack it"
+    self._probe,self._probe_out = [],[]
+    self._probe_h = [self._lin.register_forward_hook(lambda m, i, o: self._probe.append((i[0].ndim, o)) if m.training else None),  # not the cache's eval pass (a fit resumed at the stage)
+                     self.learn.model.register_forward_hook(lambda m, i, o: self._probe_out.append(o) if m.training else None)]
 
 @patch
 def _check_tau(self:BalancedFinetune):
@@ -198,12 +228,15 @@ def after_pred(self:BalancedFinetune):
         self._rec[0].append(_cpu_cache(self._last_in)); self._rec[1].append(self.yb[0].detach().as_subclass(torch.Tensor).cpu())
         self._last_in = None
     if self._probe_h is None: return
-    self._probe_h.remove(); self._probe_h = None
-    got,self._probe = self._probe,[]
-    why = ("the model returns a tuple" if not isinstance(self.pred, torch.Tensor) else
+    for h in self._probe_h: h.remove()
+    got,out,self._probe,self._probe_out,self._probe_h = self._probe,self._probe_out[-1:],[],[],None
+    out = out[0] if out else self.pred
+    why = ("the model returns a tuple" if not isinstance(out, torch.Tensor) else
            f"the last linear layer ran {len(got)} times in one forward pass" if len(got) != 1 else
            f"its inputs have {got[0][0]} dimensions, not (batch, features)" if got[0][0] != 2 else
-           "something follows it in the model" if got[0][1] is not self.pred and not (got[0][1].shape == self.pred.shape and torch.equal(got[0][1], self.pred)) else None)
+           "something follows it in the model" if got[0][1] is not out and not (got[0][1].shape == out.shape and torch.equal(got[0][1], out)) else None)
+    if why and self.cache == 'auto' and self.mode == 'crt':  # before the fit's first step: the stage can still run uncached
+        self._fall_back(f"the model's output is not its last linear layer's ({why})"); self._find_head(); return
     what,fix = ("mode='tau'", "mode='crt'") if self.mode == 'tau' else (f"cache={self.cache!r}", "cache=False")
     if why: raise ValueError(f"BalancedFinetune({what}) needs a model whose output is its last linear layer's, run once on (batch, features) inputs, but {why}: use {fix}")
 
@@ -226,7 +259,7 @@ def before_epoch(self:BalancedFinetune):
     if not self.active or self.stage != 'natural' or self.epoch != self.start or self.mode == 'tau': return  # switch once, whatever validate() inside the fit sends
     self.stage = 'balanced' if self.mode == 'crt' else 'reweighted'
     if self._stage_dl is not None: self._replaced = self.dls.train; _set_train(self.dls, self._stage_dl)  # DistributedTrainer wraps it per epoch
-    if self.cache: self._feat_dl = self._cached_dl()
+    if self._cache: self._feat_dl = self._cached_dl()
     if self._stage_loss is not None: self.learn.loss_func = self._stage_loss
     try: self._stage_prior = training_prior(self.learn)  # recorded now: fastai's DistributedTrainer puts its own loaders back before the fit ends
     except Exception: self._stage_prior = None
@@ -242,6 +275,12 @@ def before_epoch(self:BalancedFinetune):
         self.opt.set_hyper('wd', self.wd)  # fastai's call: works for fastai's optimizers and OptimWrapper alike
     self._lr_max = np.array([h['lr'] for h in self.opt.hypers]) if self._lr_max is None else self._lr_max
     if self.lr is not None: self._lr_max = np.full(len(self.opt.hypers), float(self.lr))
+
+def _cache_draws(n_items:int, # Items in the cache
+                bs:int, # The fit's batch size
+               )->dict:
+    "The cached stage's default draws per stage epoch: ten passes' worth of the cached items, in batches three times the fit's (chosen by a paired study: see **Measured**)"
+    return dict(n=10 * n_items, bs=3 * bs)
 
 class _Features(TensorDataset):
     "Cached classifier inputs (float16, or float32 where float16 would overflow) and their targets; items come back in float32"
@@ -302,7 +341,8 @@ def _cached_dl(self:BalancedFinetune):
     x = torch.cat(feats) if all(f.dtype == torch.float16 for f in feats) else torch.cat([f.float() for f in feats])
     if not torch.isfinite(x).all(): raise ValueError(f"BalancedFinetune(cache={self.cache!r}): the classifier's inputs include non-finite values; use cache=False")
     fdl = _FeatureDL(_Features(x, y), bs=base.bs, num_workers=0, device=base.device, drop_last=self._stage_dl.drop_last)
-    return fdl.new(cls=resampled_type(fdl), strategy=self.strategy, shuffle=True, **self.resample_kwargs)
+    kw = {**_cache_draws(len(x), base.bs), **self.resample_kwargs}
+    return fdl.new(cls=resampled_type(fdl), strategy=self.strategy, shuffle=True, **kw)
 
 @patch
 def _set_trainable(self:BalancedFinetune):
@@ -489,7 +529,7 @@ def restore(self:BalancedFinetune, learn):
     "Put back the training loader, the trainable parameters, the loss function, the metrics and weight decay"
     self._end_cached(learn)  # a fit stopped inside a cached epoch
     if self._feat_dl is not None and getattr(learn, 'dl', None) is self._feat_dl: learn._end_cleanup()  # fastai's own reset: no reference to the cache left
-    if self._probe_h is not None: self._probe_h.remove()
+    for h in self._probe_h or []: h.remove()
     self._stop_rec(False)
     self._probe_h = self._feat_dl = self._lin = self._w0 = self.weights_prior = None
     s = self._saved

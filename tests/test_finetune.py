@@ -45,7 +45,7 @@ def assert_restored(learn, dls, n_metrics=0):
 
 def test_head_stage_trains_only_the_head_with_its_schedule(dls):
     set_seed(0)
-    learn = vision_learner(dls, tiny_arch, pretrained=False, metrics=accuracy, cbs=BalancedFinetune(epochs=2))
+    learn = vision_learner(dls, tiny_arch, pretrained=False, metrics=accuracy, cbs=BalancedFinetune(epochs=2, cache=False))
     probe = Probe()
     snap = {}
     class Snap(Callback):
@@ -104,11 +104,12 @@ def test_restored_however_the_fit_ends(dls, how):
     quiet_fit(learn, 1)  # and the learner trains normally afterwards
 
 
-def test_fine_tune_stage_once_at_the_end(dls):
-    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=BalancedFinetune(epochs=1))
+@pytest.mark.parametrize('cache, stage_dl', [('auto', 'Resampled_FeatureDL'), (False, 'ResampledDL')])
+def test_fine_tune_stage_once_at_the_end(dls, cache, stage_dl):
+    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=BalancedFinetune(epochs=1, cache=cache))
     probe = Probe()
     with learn.no_bar(), learn.no_logging(): learn.fine_tune(2, freeze_epochs=2, cbs=probe)
-    assert [o['dl'] for o in probe.rows] == ['TfmdDL', 'ResampledDL']  # the probe sees the last fit: 2 epochs, the last balanced
+    assert [o['dl'] for o in probe.rows] == ['TfmdDL', stage_dl]  # the probe sees the last fit: 2 epochs, the last balanced
     assert not getattr(learn, '_imb_warmup', False)
 
 
@@ -315,12 +316,14 @@ def test_each_fit_is_its_own_crt(dls):
         assert_restored(learn, dls)
 
 
-def test_num_workers_fit_and_inference(lt_path):
+@pytest.mark.parametrize('cache, stage_dl', [('auto', 'Resampled_FeatureDL'), (False, 'ResampledDL')])
+def test_num_workers_fit_and_inference(lt_path, cache, stage_dl):
+    "Worker processes load the natural epochs, the cache's pass and (uncached) the stage's images"
     dls = ImageDataLoaders.from_folder(lt_path, valid='valid', bs=32, num_workers=2)
-    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=BalancedFinetune(epochs=1))
+    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=BalancedFinetune(epochs=1, cache=cache))
     probe = Probe()
     quiet_fit(learn, 2, cbs=probe)
-    assert [o['dl'] for o in probe.rows] == ['TfmdDL', 'ResampledDL'] and learn.dls.train is dls.train
+    assert [o['dl'] for o in probe.rows] == ['TfmdDL', stage_dl] and learn.dls.train is dls.train
     with learn.no_bar(): p, y = learn.get_preds(ds_idx=0)
     assert len(p) == len(dls.train_ds) and sorted(y.tolist()) == sorted(int(dls.vocab.o2i[o.parent.name]) for o in dls.train.items)
 
@@ -329,7 +332,7 @@ def test_timm_architecture_by_name(dls, tmp_path):
     "vision_learner(dls, '<timm name>'): fastai builds a TimmBody and its own head; the stage finds, trains and restores it; PriorShift and export work"
     pytest.importorskip('timm')
     from fastai_imbalance.priorshift import PriorShift
-    learn = vision_learner(dls, 'resnet10t', pretrained=False, cbs=BalancedFinetune(epochs=1))
+    learn = vision_learner(dls, 'resnet10t', pretrained=False, cbs=BalancedFinetune(epochs=1, cache=False))
     probe = Probe()
     body0 = [p.detach().clone() for p in learn.model[0].parameters()]
     class Snap(Callback):
@@ -347,6 +350,17 @@ def test_timm_architecture_by_name(dls, tmp_path):
     learn.export(tmp_path/'timm.pkl')
     img = dls.valid.items[0]
     assert torch.allclose(load_learner(tmp_path/'timm.pkl').predict(img)[2], learn.predict(img)[2], atol=1e-5)
+
+
+def test_timm_architecture_with_the_default_stage(dls):
+    "The default on a timm body: the cached classifier stage (fastai's head ends in its linear layer), the whole model back after the fit"
+    pytest.importorskip('timm')
+    learn = vision_learner(dls, 'resnet10t', pretrained=False, cbs=(bf := BalancedFinetune(epochs=1)))
+    full,spy = learn.model,CacheSpy()
+    quiet_fit(learn, 2, cbs=spy)
+    assert bf._cache is True and spy.trained is last_linear(full) and learn.model is full
+    assert_restored(learn, dls)
+    torch.testing.assert_close(learn.trained_prior.priors, torch.full((10,), .1, dtype=torch.float64))
 
 
 def test_stage_after_lr_find_and_load(dls, tmp_path):
@@ -464,7 +478,7 @@ def test_cached_stage_restores_everything_however_it_ends(dls):
 
 
 @pytest.mark.parametrize('make, msg', [
-    (lambda: BalancedFinetune(cache=True), "cache=True retrains the classifier alone on its cached inputs: it needs mode='crt' and train='classifier' (or 'scales'), got mode='crt', train='head'"),
+    (lambda: BalancedFinetune(cache=True, train='head'), "cache=True retrains the classifier alone on its cached inputs: it needs mode='crt' and train='classifier' (or 'scales'), got mode='crt', train='head'"),
     (lambda: BalancedFinetune(cache=True, mode='drw', train='classifier'), "got mode='drw', train='classifier'"),
 ])
 def test_cache_needs_the_classifier_alone(make, msg):
@@ -565,7 +579,7 @@ def test_cache_keeps_large_features_in_float32_and_the_loaders_drop_last():
             dls = DataLoaders.from_dsets(TensorDataset(x[:200], y[:200]), TensorDataset(x[200:], y[200:]), bs=32, drop_last=drop_last)
             learn = Learner(dls, nn.Sequential(nn.Linear(4, 3)), loss_func=CrossEntropyLossFlat())
             s = _steps()
-            quiet_fit(learn, 3, lr=1e-3, cbs=[BalancedFinetune(epochs=1, train='classifier', cache=cache), s])
+            quiet_fit(learn, 3, lr=1e-3, cbs=[BalancedFinetune(epochs=1, train='classifier', cache=cache, n=None, bs=32), s])  # the uncached stage's draws
             assert all(np.isfinite(v[0]) and np.isfinite(v[1]) for v in learn.recorder.values) and torch.isfinite(learn.model[0].weight).all()
             steps[cache] = s.n
         assert steps[True] == steps[False], (drop_last, steps)
@@ -577,6 +591,74 @@ def test_an_interrupted_cached_fit_keeps_no_reference_to_the_cache(dls):
     try: quiet_fit(learn, 3, cbs=[BalancedFinetune(epochs=1, train='classifier', cache=True), Stop()])
     except KeyboardInterrupt: pass
     assert learn.dl is None and learn.xb == (None,) and type(learn.dls.train) is TfmdDL  # as fastai's own cleanup leaves a learner
+
+
+# --- the default, cache='auto': the cached classifier stage where a cache can work, the head through the body where not ---
+
+def test_default_retrains_the_classifier_on_ten_passes_of_cached_inputs_in_triple_batches(dls):
+    set_seed(0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=(bf := BalancedFinetune()))
+    spy,steps = CacheSpy(),_steps()
+    with warnings.catch_warnings():
+        warnings.filterwarnings('error', message='BalancedFinetune')  # nothing to warn about
+        quiet_fit(learn, 4, lr=1e-2, cbs=[spy, steps])
+    n = len(dls.train_ds)
+    assert (bf._cache, bf.train_what) == (True, 'classifier') and spy.trained is last_linear(learn.model)
+    assert spy.feats.shape == (n, 512) and steps.n[-1] == 10 * n // (3 * dls.train.bs)  # ten passes of draws, batches of 96, the last partial one dropped
+    body = dict(learn.model.named_parameters())
+    assert all(torch.equal(spy.w[k], body[k]) for k in spy.w if not k.startswith('1.8.')) and not torch.equal(spy.w['1.8.weight'], body['1.8.weight'])
+    assert_restored(learn, dls)
+    assert torch.allclose(learn.trained_prior.priors, torch.full((10,), 0.1, dtype=torch.float64))
+
+
+def test_default_draws_can_be_set(dls):
+    "`n` and `bs` given replace the cached stage's ten passes in triple batches"
+    learn = vision_learner(dls, tiny_arch, pretrained=False)
+    steps = _steps()
+    quiet_fit(learn, 2, cbs=[BalancedFinetune(epochs=1, n=64, bs=16), steps])
+    assert steps.n[-1] == 4
+
+
+@pytest.mark.parametrize('mix', ['MixUp', 'CutMix'])
+def test_default_falls_back_to_the_head_through_the_body_with_mixing_callbacks_and_caches_again_without(dls, mix):
+    from fastai.callback import mixup
+    set_seed(0)
+    learn = vision_learner(dls, tiny_arch, pretrained=False, cbs=(bf := BalancedFinetune()))
+    probe,n_head = Probe(),sum(1 for _ in learn.model[1].parameters())
+    with pytest.warns(UserWarning, match=re.escape(f"BalancedFinetune(cache='auto'): {mix} mixes the training batches, and a cache holds the classifier's inputs, not the items to mix, "
+                                                   "so this fit's stage retrains fastai's head on balanced batches of the training items, without a cache")):
+        quiet_fit(learn, 3, cbs=[getattr(mixup, mix)(), probe])
+    assert (bf._cache, bf.train_what) == (False, 'head') and bf._feat_dl is None
+    assert [r['dl'] for r in probe.rows] == ['TfmdDL', 'TfmdDL', 'ResampledDL'] and probe.rows[-1]['trainable'] == n_head
+    spy = CacheSpy()
+    with warnings.catch_warnings():
+        warnings.filterwarnings('error', message='BalancedFinetune')
+        quiet_fit(learn, 2, cbs=spy)  # the next fit, without the mixing callback: cached again
+    assert (bf._cache, bf.train_what) == (True, 'classifier') and spy.trained is last_linear(learn.model)
+    assert_restored(learn, dls)
+
+
+def test_default_falls_back_when_the_model_does_not_end_in_its_classifier(dls):
+    "Found at the fit's first batch, before its first step: that fit's stage runs uncached; an explicit cache=True refuses it (above)"
+    body = nn.Sequential(tiny_arch(), nn.Flatten())
+    odd = Learner(dls, nn.Sequential(body, nn.Sequential(nn.Linear(64, 10), nn.Sigmoid())), loss_func=CrossEntropyLossFlat())
+    bf,probe = BalancedFinetune(epochs=1),Probe()
+    before = {k: v.detach().clone() for k,v in odd.model.state_dict().items()}
+    with pytest.warns(UserWarning, match=re.escape("BalancedFinetune(cache='auto'): the model's output is not its last linear layer's (something follows it in the model), "
+                                                   "so this fit's stage retrains fastai's head on balanced batches")):
+        quiet_fit(odd, 2, lr=1e-2, cbs=[bf, probe])
+    assert bf._cache is False and probe.rows[-1]['dl'] == 'ResampledDL' and probe.rows[-1]['trainable'] == 2  # the final block: its weight and bias
+    after = odd.model.state_dict()
+    assert not torch.equal(before['1.0.weight'], after['1.0.weight']) and not any(m._forward_hooks for m in odd.model.modules())
+
+
+@pytest.mark.parametrize('kw, cache, train', [(dict(), 'auto', None), (dict(cache=False), False, 'head'), (dict(cache=True), True, 'classifier'),
+                                              (dict(train='head'), False, 'head'), (dict(train='scales'), 'auto', 'scales'), (dict(mode='drw'), False, 'all'),
+                                              (dict(mode='tau'), False, 'classifier'), (dict(train='all'), False, 'all')])
+def test_what_the_default_cache_becomes_for_each_setting(kw, cache, train):
+    "cache='auto' stays 'auto' only where a cache could serve (decided per fit); train=None follows the cache in cRT"
+    bf = BalancedFinetune(**kw)
+    assert (bf.cache, bf._train) == (cache, train)
 
 
 # --- cache='last_epoch': the classifier's inputs as the last natural epoch's training computed them ---
@@ -653,7 +735,7 @@ def test_last_epoch_cache_restores_everything_when_the_fit_stops_while_it_record
 
 @pytest.mark.parametrize('bad', ['yes', 'True', 1.0, 2])
 def test_cache_values_are_named_when_refused(bad):
-    with pytest.raises(ValueError, match=re.escape(f"cache={bad!r}: use False, True (one pass at the stage's start) or 'last_epoch'")):
+    with pytest.raises(ValueError, match=re.escape(f"cache={bad!r}: use False, True (one pass at the stage's start), 'last_epoch' (the last natural epoch's inputs) or 'auto'")):
         BalancedFinetune(train='classifier', cache=bad)
 
 

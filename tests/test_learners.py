@@ -449,7 +449,8 @@ def test_text_classifier_counts_resampling_finetune_and_shift():
     quiet_fit(learn, 1)
     assert torch.allclose(learn.trained_prior.priors, torch.tensor([.5, .5], dtype=torch.float64))
     learn = text_classifier_learner(dls, AWD_LSTM, pretrained=False)
-    quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1))
+    with pytest.warns(UserWarning, match=re.escape("BalancedFinetune(cache='auto'): the model's output is not its last linear layer's (the model returns a tuple)")):
+        quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1))  # AWD_LSTM's classifier returns (scores, raw outputs, outputs): the stage runs through the model
     assert torch.allclose(learn.trained_prior.priors, torch.tensor([.5, .5], dtype=torch.float64)) and learn.dls.train is dls.train
     learn.trained_prior = None  # the natural prior, from the loader
     z,_ = learn.get_preds(act=lambda o: o)
