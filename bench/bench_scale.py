@@ -68,12 +68,14 @@ def make_data(C, n_max, n_valid, n_target, d=64, seed=0):
 
 
 def stage_costs(mk, dls, epochs=4):
-    "BalancedFinetune's stage against a natural epoch of the same fit: the default stage, the classifier alone, and the classifier on cached inputs"
+    "BalancedFinetune's stage against a natural epoch of the same fit: the default (ten passes over the cache in triple batches), the stage through the body, the classifier alone uncached, one pass over the cache, the last epoch's inputs"
     from bench_finetune import StageTimer
     print(f'\nthe stage\'s cost ({epochs} epochs, the last {epochs // 4} the stage; training phases, cache included):')
-    for name,bf in (('BalancedFinetune()', BalancedFinetune()), ("BalancedFinetune(train='classifier')", BalancedFinetune(train='classifier')),
-                    ("BalancedFinetune(train='classifier', cache=True)", BalancedFinetune(train='classifier', cache=True)),
-                    ("BalancedFinetune(train='classifier', cache='last_epoch')", BalancedFinetune(train='classifier', cache='last_epoch'))):
+    bs = dls.train.bs
+    for name,bf in (('BalancedFinetune()', BalancedFinetune()), ('BalancedFinetune(cache=False)', BalancedFinetune(cache=False)),
+                    ("BalancedFinetune(train='classifier', cache=False)", BalancedFinetune(train='classifier', cache=False)),
+                    ('BalancedFinetune(n=None, bs=dls.bs)', BalancedFinetune(n=None, bs=bs)),
+                    ("BalancedFinetune(cache='last_epoch', n=None, bs=dls.bs)", BalancedFinetune(cache='last_epoch', n=None, bs=bs))):
         t = StageTimer()
         mk(cbs=bf).fit(epochs, 1e-2, cbs=t)
         r = t.summary()
@@ -156,6 +158,6 @@ if __name__ == '__main__':
     ap.add_argument('--valid-per-class', type=int, default=5)
     ap.add_argument('--target', type=int, default=20000)
     ap.add_argument('--quick', action='store_true', help='500 classes, counts 50..1, 2,000 target items: a smoke test of the script')
-    ap.add_argument('--stage', action='store_true', help="only BalancedFinetune's stage against a natural epoch: default, classifier alone, classifier cached")
+    ap.add_argument('--stage', action='store_true', help="only BalancedFinetune's stage against a natural epoch: the default, through the body, one pass over the cache, the last epoch's inputs")
     a = ap.parse_args()
     main(a.classes, a.n_max, a.valid_per_class, a.target, a.quick, a.stage)

@@ -26,7 +26,7 @@ def main():
     set_seed(0)
     path = digits_lt()  # rank 0 and the others may race to write it: the build is atomic and reused (see `digits_lt`)
     dls = ImageDataLoaders.from_folder(path, valid='valid', bs=a.bs, num_workers=0).resampled('sqrt')
-    learn = vision_learner(dls, resnet18, pretrained=False, cbs=BalancedFinetune(),
+    learn = vision_learner(dls, resnet18, pretrained=False, cbs=BalancedFinetune(cache=False),  # DDP: the stage through the body (a cache needs one process)
                            metrics=[BalancedAccuracy(), MacroF1(), CohenKappa(), RocAuc()])
     gpu = torch.cuda.is_available()
     with learn.distrib_ctx(sync_bn=gpu, cpu=not gpu):  # fastai's DDP context (Accelerate underneath)

@@ -54,8 +54,11 @@ def _worker(rank, world, port, path, out):
         DistributedDL._broadcast, DistributedDL.get_idxs = _broadcast, get_idxs
         ps = PriorShift('estimate', dl=target_dl)
         learn = vision_learner(dls, resnet18, pretrained=False, metrics=_metrics(), cbs=[BalancedFinetune(), ps])
-        with learn.distrib_ctx(sync_bn=False, cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]):
+        import warnings
+        with warnings.catch_warnings(record=True) as caught, learn.distrib_ctx(sync_bn=False, cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]):
+            warnings.simplefilter('always')
             learn.fit_one_cycle(EPOCHS, 3e-3)
+        fallback = [str(w.message) for w in caught if "BalancedFinetune(cache='auto')" in str(w.message)]
         rec = [float(v) for v in learn.recorder.values[-1][2:2 + len(learn.metrics)]]  # the last epoch's metrics (then BalancedFinetune's stage column)
         with learn.no_bar(), local_inference(learn): p, _ = learn.get_preds(dl=target_dl)  # each rank alone, PriorShift applied
         with learn.no_bar(): pi = learn.estimate_priors(target_dl)  # this library's inference after the context, on each rank
@@ -63,7 +66,7 @@ def _worker(rank, world, port, path, out):
         if rank == 0: torch.save(learn.model.state_dict(), Path(out)/'weights.pt')
         res = dict(draws=draws, labels=dls.train.labels.tolist(), rec=rec, priors=ps._tgt.tolist(), source=ps._src.tolist(), estimate=pi.tolist(),
                    cal=ps._cal.log_t.tolist() + ps._cal.b.tolist(), preds=p.tolist(), train_type=type(learn.dls.train).__name__,
-                   checksum=checksum(learn.model))
+                   checksum=checksum(learn.model), fallback=fallback)
         dump(out, 'e2e', rank, res)
 
 
@@ -78,6 +81,8 @@ def test_end_to_end_on_two_ranks(lt_path, tmp_path):
     # 1. one global draw per epoch, sliced: identical on both ranks, disjoint halves, stage strategy's class mix
     d0, d1 = r[0]['draws'], r[1]['draws']
     assert [d[0] for d in d0] == [d[0] for d in d1] == ['sqrt'] * (EPOCHS - 1) + ['balanced']
+    for x in r:  # the default's cached stage needs one process: each rank's fit said it ran the stage through the body
+        assert len(x['fallback']) == 1 and x['fallback'][0].startswith("BalancedFinetune(cache='auto'): under distributed training each rank would retrain on a cache of its own, so this fit's stage retrains fastai's head")
     pooled = {'sqrt': np.zeros(10), 'balanced': np.zeros(10)}
     for (s, g0, m0), (_, g1, m1) in zip(d0, d1):
         assert g0 == g1 and len(m0) == len(m1) == len(g0) // 2
