@@ -54,7 +54,6 @@ def _worker(rank, world, port, path, out):
         DistributedDL._broadcast, DistributedDL.get_idxs = _broadcast, get_idxs
         ps = PriorShift('estimate', dl=target_dl)
         learn = vision_learner(dls, resnet18, pretrained=False, metrics=_metrics(), cbs=[BalancedFinetune(), ps])
-        import warnings
         with warnings.catch_warnings(record=True) as caught, learn.distrib_ctx(sync_bn=False, cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]):
             warnings.simplefilter('always')
             learn.fit_one_cycle(EPOCHS, 3e-3)
