@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PIP_INSTALL = pip install -q -c .ci/constraints.txt
 LATEST_FASTAI ?= fastai==2.8.12
 
-.PHONY: install install-latest sync nbtest pytest pytest-latest test docs docs-check chromium readme run-nbs demo clean bench-tables package-check
+.PHONY: install install-latest sync nbtest nbtest-slow pytest pytest-latest test docs docs-check chromium readme run-nbs demo clean bench-tables package-check
 
 $(VENV)/.installed: settings.ini setup.py .ci/constraints.txt
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,10 @@ sync: install
 nbtest: install
 	# one thread per notebook: two notebooks on two cores, each with two torch threads, oversubscribe and run 2-3x slower
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PATH="$(BIN):$$PATH" nbdev_test --n_workers 2 --timing
+
+# Every notebook cell, the `#| slow` ones included: the longer trainings of the examples and tutorials, whose checks tests/ also makes
+nbtest-slow: install
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PATH="$(BIN):$$PATH" nbdev_test --n_workers 2 --timing --flags slow
 
 # two pytest workers (pytest-xdist) of one torch thread each: the tests' small tensors gain nothing from a second thread per process
 ONE_THREAD = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1

@@ -7,7 +7,7 @@ __all__ = ['lt_counts', 'digits_lt', 'digits_rare', 'digits_multilabel', 'glyph_
            'doctor_contacts']
 
 # %% ../nbs/01_datasets.ipynb #e026c6d5
-import json, os, shutil, uuid
+import functools, json, os, shutil, uuid
 from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image, ImageDraw, ImageFont, ImageFilter
@@ -198,8 +198,9 @@ def _render(font, ch, size):
     out = Image.new('L', (size, size)); out.paste(g, ((size - g.width) // 2, (size - g.height) // 2))
     return np.asarray(out)
 
-def glyph_classes(min_faces:int=8, size:int=16, max_similarity:float=0.95)->dict:
-    "Code point -> faces drawing it, for printable code points drawn by `min_faces` of matplotlib's 16 DejaVu/STIX faces, look-alikes merged by rendered shape"
+@functools.lru_cache(maxsize=4)
+def _glyph_pool(min_faces, size, max_similarity):
+    "`glyph_classes`, computed once per process and setting (rendering ~3,300 code points in 16 faces takes seconds)"
     import unicodedata, matplotlib
     from matplotlib.ft2font import FT2Font
     d = Path(matplotlib.get_data_path())/'fonts'/'ttf'
@@ -216,7 +217,11 @@ def glyph_classes(min_faces:int=8, size:int=16, max_similarity:float=0.95)->dict
     keep = np.ones(len(who), bool)
     for i in range(len(who)):  # greedy: a code point is kept unless it looks like one kept before it
         if keep[i]: keep[i + 1:] &= sim[i, i + 1:] <= max_similarity
-    return {who[i]: [f for f in faces if who[i] in cover[f]] for i in np.flatnonzero(keep)}
+    return {who[i]: tuple(f for f in faces if who[i] in cover[f]) for i in np.flatnonzero(keep)}
+
+def glyph_classes(min_faces:int=8, size:int=16, max_similarity:float=0.95)->dict:
+    "Code point -> faces drawing it, for printable code points drawn by `min_faces` of matplotlib's 16 DejaVu/STIX faces, look-alikes merged by rendered shape"
+    return {c: list(f) for c,f in _glyph_pool(min_faces, size, max_similarity).items()}
 
 
 # %% ../nbs/01_datasets.ipynb #3fe6c1b5

@@ -437,18 +437,19 @@ def text_frame(n=300, seed=0):
 
 
 def test_text_classifier_counts_resampling_finetune_and_shift():
-    from fastai.text.all import TextDataLoaders, text_classifier_learner, AWD_LSTM
+    from fastai.text.all import TextDataLoaders, text_classifier_learner, AWD_LSTM, awd_lstm_clas_config
+    small = dict(awd_lstm_clas_config, emb_sz=32, n_hid=64, n_layers=2)  # fastai's AWD_LSTM classifier, narrower: the same model and callbacks, a fraction of the cost
     df = text_frame()
     dls = TextDataLoaders.from_df(df, text_col='text', label_col='label', valid_col='is_valid', bs=16, seq_len=16)
     assert class_counts(dls).to_dict() == df.label[~df.is_valid].value_counts().to_dict()
     r = dls.resampled('balanced')
     assert r.vocab == dls.vocab and len(r.vocab) == 2 and list(r.vocab[1]) == ['common', 'rare']  # [words, classes], as fastai's text learners read it
     set_seed(0)
-    learn = text_classifier_learner(r, AWD_LSTM, pretrained=False)
+    learn = text_classifier_learner(r, AWD_LSTM, pretrained=False, config=small)
     assert learn.model[0].module.encoder.num_embeddings == len(dls.vocab[0])
     quiet_fit(learn, 1)
     assert torch.allclose(learn.trained_prior.priors, torch.tensor([.5, .5], dtype=torch.float64))
-    learn = text_classifier_learner(dls, AWD_LSTM, pretrained=False)
+    learn = text_classifier_learner(dls, AWD_LSTM, pretrained=False, config=small)
     with pytest.warns(UserWarning, match=re.escape("BalancedFinetune(cache='auto'): the model's output is not its last linear layer's (the model returns a tuple)")):
         quiet_fit(learn, 2, cbs=BalancedFinetune(epochs=1))  # AWD_LSTM's classifier returns (scores, raw outputs, outputs): the stage runs through the model
     assert torch.allclose(learn.trained_prior.priors, torch.tensor([.5, .5], dtype=torch.float64)) and learn.dls.train is dls.train
